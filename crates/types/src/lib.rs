@@ -40,3 +40,13 @@ impl std::fmt::Display for ImageSize {
         write!(f, "{}x{} (HxW)", self.height, self.width)
     }
 }
+
+pub mod category;
+pub mod detections;
+pub mod rle;
+pub mod segmap;
+
+pub use category::{CategoryMap, ClassIdx};
+pub use detections::Detections;
+pub use rle::{BitMask, Rle};
+pub use segmap::SegMap;
