@@ -1,1 +1,25 @@
-//! nn glue.
+//! candle glue shared by everything in the workspace that holds weights.
+//!
+//! - [`pyramid`]: [`PyramidSpec`] / [`LevelSpec`] (channels and stride per level, declared before
+//!   any forward) and [`FeaturePyramid`] (the tensors a backbone or neck emits), plus the
+//!   [`Backbone`] trait that heads are written against.
+//! - [`checkpoint`]: reading the files users have (`.pth` zip containers with or without a
+//!   `state_dict` / `model` wrapper, `.safetensors`) into f32 tensors, with clear errors for
+//!   legacy or unknown containers; and [`checkpoint::StrictLoader`], a `VarBuilder` backend that
+//!   records every missing, unexpected or wrong-shaped tensor and reports them all at once.
+//! - [`ops`]: numerics that must match PyTorch and be fast: exact-erf GELU, bilinear resize
+//!   matrices with `align_corners=False`, patch convolutions written as matmuls.
+//! - [`image`]: image decoding (EXIF orientation applied), PIL-exact bicubic resizing for the
+//!   ImageNet evaluation transform, normalisation and padding to an [`ImageBatch`].
+//!
+//! This crate knows nothing of PVT, FPN, anchors or datasets.
+#![deny(missing_docs)]
+
+pub mod checkpoint;
+pub mod image;
+pub mod ops;
+pub mod pyramid;
+
+pub use checkpoint::{Checkpoint, StrictLoader};
+pub use image::ImageBatch;
+pub use pyramid::{Backbone, FeaturePyramid, LevelSpec, PyramidSpec};
