@@ -1,0 +1,1 @@
+//! Streaming evaluation of model outputs (filled in below).
