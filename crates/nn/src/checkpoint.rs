@@ -6,6 +6,8 @@
 //!   mmsegmentation) or `model` (DeiT-style training code). Non-tensor entries (mmcv's `meta`,
 //!   optimizer state) are skipped. Tensors may be views with any strides; they are gathered.
 //! - safetensors files.
+//! The zip reader is the `zip` 2.x crate: `zip` 9.x (which candle uses) rejects some files
+//! written by torch 2.x ("Invalid Central Directory header"), seen on the test fixtures.
 //! Legacy (pre-1.6, non-zip) PyTorch files are recognised and refused with a conversion recipe.
 //! Storage may be f32, f16, bf16 or f64 (and integer buffers); everything becomes f32 on load.
 
@@ -208,7 +210,7 @@ fn read_torch_zip(path: &Path) -> Result<Checkpoint> {
         .map_err(|e| anyhow!("{}: corrupt zip container: {e}", path.display()))?;
     let pkl_name = zip
         .file_names()
-        .filter_map(|n| n.ok().map(|n| n.into_owned()))
+        .map(str::to_owned)
         .find(|n| n.ends_with("data.pkl"))
         .ok_or_else(|| {
             anyhow!(

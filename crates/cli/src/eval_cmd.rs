@@ -1,0 +1,224 @@
+//! `pvt eval coco` and `pvt eval ade20k`: evaluate result files from any detector or segmenter.
+//!
+//! Standard output holds only the result (the pycocotools summary, the tables, or one JSON
+//! object with `--json`); warnings go to standard error.
+
+use anyhow::{bail, Result};
+use pvt_eval::ade20k::{evaluate_dirs, pct_to_f64, SegConfig, SegMetrics};
+use pvt_eval::coco::{evaluate, CocoEvaluation, CocoGt, CocoResults, CocoStats, IouType};
+use std::path::PathBuf;
+
+/// Evaluation commands.
+#[derive(clap::Subcommand, Debug)]
+pub enum EvalCmd {
+    /// COCO AP/AR of a results file, as pycocotools' COCOeval computes and prints it.
+    Coco(CocoArgs),
+    /// ADE20K-style mIoU/mAcc/aAcc of label PNGs, as mmsegmentation's IoUMetric computes it.
+    Ade20k(Ade20kArgs),
+}
+
+/// What `pvt eval coco` compares.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IouTypeArg {
+    /// Boxes.
+    Bbox,
+    /// Masks (compressed RLE results).
+    Segm,
+}
+
+/// Arguments of `pvt eval coco`.
+#[derive(clap::Args, Debug)]
+pub struct CocoArgs {
+    /// Ground truth (COCO `instances_*.json`).
+    #[arg(long)]
+    pub gt: PathBuf,
+    /// Results: a JSON array of {image_id, category_id, bbox|segmentation, score}.
+    #[arg(long)]
+    pub dt: PathBuf,
+    /// What to compare.
+    #[arg(long, value_enum)]
+    pub iou_type: IouTypeArg,
+    /// Print one JSON object (AP, AP50, ..., ARl as fractions, -1 where undefined) and nothing
+    /// else.
+    #[arg(long)]
+    pub json: bool,
+    /// Also give the AP of each category (names from the ground truth).
+    #[arg(long)]
+    pub per_class: bool,
+    /// Draw the precision/recall curves to this PNG.
+    #[arg(long, value_name = "PNG")]
+    pub plot: Option<PathBuf>,
+}
+
+/// Arguments of `pvt eval ade20k`.
+#[derive(clap::Args, Debug)]
+pub struct Ade20kArgs {
+    /// Folder of ground-truth label PNGs (as stored; ADE20K: 0 = other, 1..150 = classes).
+    #[arg(long)]
+    pub gt_dir: PathBuf,
+    /// Folder of predicted label PNGs holding class indices 0..K-1, same stems as the GT.
+    #[arg(long)]
+    pub pred_dir: PathBuf,
+    /// Apply mmseg's reduce_zero_label to the GT (0 -> ignored, v -> v-1); ADE20K needs it.
+    #[arg(long)]
+    pub reduce_zero_label: bool,
+    /// Number of classes (150: ADE20K's names are used).
+    #[arg(long, default_value_t = 150)]
+    pub num_classes: usize,
+    /// Print one JSON object (aAcc, mIoU, mAcc, per_class) and nothing else.
+    #[arg(long)]
+    pub json: bool,
+    /// Also print the per-class IoU/Acc table.
+    #[arg(long)]
+    pub per_class: bool,
+}
+
+/// Run an evaluation command: its output to stdout, warnings to stderr.
+pub fn run(cmd: EvalCmd) -> Result<()> {
+    let out = execute(&cmd, &mut |w| eprintln!("warning: {w}"))?;
+    print!("{out}");
+    Ok(())
+}
+
+/// Run an evaluation command and return what it prints on stdout; `warn` receives warnings.
+pub fn execute(cmd: &EvalCmd, warn: &mut dyn FnMut(&str)) -> Result<String> {
+    match cmd {
+        EvalCmd::Coco(a) => coco(a, warn),
+        EvalCmd::Ade20k(a) => ade20k(a),
+    }
+}
+
+fn coco(a: &CocoArgs, warn: &mut dyn FnMut(&str)) -> Result<String> {
+    let iou = match a.iou_type {
+        IouTypeArg::Bbox => IouType::Bbox,
+        IouTypeArg::Segm => IouType::Segm,
+    };
+    let gt = CocoGt::from_file(&a.gt)?;
+    gt.warnings().iter().for_each(|w| warn(w));
+    let res = CocoResults::from_file(&a.dt, &gt)?;
+    res.warnings().iter().for_each(|w| warn(w));
+    let ev = evaluate(&gt, res, iou)?;
+    if ev.fenced_zero_id {
+        warn("the ground truth has an annotation with id 0; as in pycocotools it is never matched");
+    }
+    if let Some(p) = &a.plot {
+        let title = format!("COCO {iou} precision / recall");
+        pvt_eval::plot::plot_pr_curves(&ev.accumulated, &title, p)?;
+        warn(&format!("wrote {}", p.display()));
+    }
+    if a.json {
+        return Ok(format!("{}\n", coco_json(&ev, a.per_class)));
+    }
+    let mut out = ev.stats.summary();
+    if a.per_class {
+        out.push_str(&per_class_table(&ev));
+    }
+    Ok(out)
+}
+
+/// The `--json` object of `pvt eval coco`.
+pub fn coco_json(ev: &CocoEvaluation, per_class: bool) -> serde_json::Value {
+    let mut obj = serde_json::Map::new();
+    for (k, v) in CocoStats::KEYS.iter().zip(ev.stats.to_array()) {
+        obj.insert(k.to_string(), serde_json::json!(v));
+    }
+    if per_class {
+        let rows: Vec<serde_json::Value> = ev
+            .per_category()
+            .into_iter()
+            .map(|(id, name, ap)| serde_json::json!({"id": id, "name": name, "AP": ap}))
+            .collect();
+        obj.insert("per_class".into(), rows.into());
+    }
+    serde_json::Value::Object(obj)
+}
+
+fn per_class_table(ev: &CocoEvaluation) -> String {
+    let rows = ev.per_category();
+    let width = rows
+        .iter()
+        .map(|(_, n, _)| n.len())
+        .max()
+        .unwrap_or(4)
+        .max(8);
+    let mut s = String::from("\nPer-category AP @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]\n");
+    s.push_str(&format!(
+        "{:>6}  {:<width$}  {:>6}\n",
+        "id", "category", "AP"
+    ));
+    for (id, name, ap) in rows {
+        let v = ap.map_or("-".to_string(), |v| format!("{v:.3}"));
+        s.push_str(&format!("{id:>6}  {name:<width$}  {v:>6}\n"));
+    }
+    s
+}
+
+fn ade20k(a: &Ade20kArgs) -> Result<String> {
+    if a.num_classes == 0 || a.num_classes > 255 {
+        bail!(
+            "--num-classes must be in 1..=255 (255 is the ignore label), got {}",
+            a.num_classes
+        );
+    }
+    let mut cfg = if a.num_classes == 150 {
+        SegConfig::ade20k()
+    } else {
+        SegConfig::generic(a.num_classes, a.reduce_zero_label)
+    };
+    cfg.reduce_zero_label = a.reduce_zero_label;
+    let m = evaluate_dirs(&a.gt_dir, &a.pred_dir, cfg)?;
+    if a.json {
+        return Ok(format!("{}\n", seg_json(&m)));
+    }
+    let mut s = format!(
+        "aAcc: {:.2}  mIoU: {:.2}  mAcc: {:.2}  ({} images, {} classes; percent, mmseg IoUMetric)\n",
+        m.a_acc,
+        m.miou,
+        m.macc,
+        m.images,
+        m.per_class.len()
+    );
+    if a.per_class {
+        let width = m
+            .per_class
+            .iter()
+            .map(|c| c.name.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        s.push_str(&format!(
+            "\n{:<width$}  {:>6}  {:>6}\n",
+            "Class", "IoU", "Acc"
+        ));
+        let f = |v: Option<f32>| v.map_or("nan".to_string(), |v| format!("{v:.2}"));
+        for c in &m.per_class {
+            s.push_str(&format!(
+                "{:<width$}  {:>6}  {:>6}\n",
+                c.name,
+                f(c.iou),
+                f(c.acc)
+            ));
+        }
+    }
+    Ok(s)
+}
+
+/// The `--json` object of `pvt eval ade20k`: percentages as mmseg prints them.
+pub fn seg_json(m: &SegMetrics) -> serde_json::Value {
+    let opt = |v: Option<f32>| v.map(pct_to_f64);
+    let per_class: Vec<serde_json::Value> = m
+        .per_class
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "class": c.name, "IoU": opt(c.iou), "Acc": opt(c.acc),
+                "intersect": c.counts.intersect, "union": c.counts.union,
+                "pred": c.counts.pred, "label": c.counts.label,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "aAcc": pct_to_f64(m.a_acc), "mIoU": pct_to_f64(m.miou), "mAcc": pct_to_f64(m.macc),
+        "images": m.images, "per_class": per_class,
+    })
+}
