@@ -317,8 +317,3 @@ pub fn evaluate_dirs(gt_dir: &Path, pred_dir: &Path, cfg: SegConfig) -> Result<S
     }
     Ok(ev.metrics())
 }
-
-/// A float32 percentage as the decimal mmseg prints (`33.21`, not `33.209999084472656`).
-pub fn pct_to_f64(v: f32) -> f64 {
-    format!("{v}").parse().unwrap_or(f64::NAN)
-}

@@ -4,7 +4,7 @@
 //! object with `--json`); warnings go to standard error.
 
 use anyhow::{bail, Result};
-use pvt_eval::ade20k::{evaluate_dirs, pct_to_f64, SegConfig, SegMetrics};
+use pvt_eval::ade20k::{evaluate_dirs, SegConfig, SegMetrics};
 use pvt_eval::coco::{evaluate, CocoEvaluation, CocoGt, CocoResults, CocoStats, IouType};
 use std::path::PathBuf;
 
@@ -107,7 +107,7 @@ fn coco(a: &CocoArgs, warn: &mut dyn FnMut(&str)) -> Result<String> {
         warn(&format!("wrote {}", p.display()));
     }
     if a.json {
-        return Ok(format!("{}\n", coco_json(&ev, a.per_class)));
+        return Ok(format!("{}\n", coco_json(&ev, a.per_class)?));
     }
     let mut out = ev.stats.summary();
     if a.per_class {
@@ -116,21 +116,37 @@ fn coco(a: &CocoArgs, warn: &mut dyn FnMut(&str)) -> Result<String> {
     Ok(out)
 }
 
-/// The `--json` object of `pvt eval coco`.
-pub fn coco_json(ev: &CocoEvaluation, per_class: bool) -> serde_json::Value {
-    let mut obj = serde_json::Map::new();
-    for (k, v) in CocoStats::KEYS.iter().zip(ev.stats.to_array()) {
-        obj.insert(k.to_string(), serde_json::json!(v));
-    }
-    if per_class {
-        let rows: Vec<serde_json::Value> = ev
-            .per_category()
+/// One row of `--per-class` in the JSON output.
+#[derive(serde::Serialize)]
+struct CategoryAp {
+    id: u64,
+    name: String,
+    #[serde(rename = "AP")]
+    ap: Option<f64>,
+}
+
+/// The `--json` object of `pvt eval coco`: the 12 keys in pycocotools' order, then
+/// `per_class` when asked for.
+#[derive(serde::Serialize)]
+struct CocoJson<'a> {
+    #[serde(flatten)]
+    stats: &'a CocoStats,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    per_class: Option<Vec<CategoryAp>>,
+}
+
+/// The `--json` text of `pvt eval coco`.
+pub fn coco_json(ev: &CocoEvaluation, per_class: bool) -> Result<String> {
+    let per_class = per_class.then(|| {
+        ev.per_category()
             .into_iter()
-            .map(|(id, name, ap)| serde_json::json!({"id": id, "name": name, "AP": ap}))
-            .collect();
-        obj.insert("per_class".into(), rows.into());
-    }
-    serde_json::Value::Object(obj)
+            .map(|(id, name, ap)| CategoryAp { id, name, ap })
+            .collect()
+    });
+    Ok(serde_json::to_string(&CocoJson {
+        stats: &ev.stats,
+        per_class,
+    })?)
 }
 
 fn per_class_table(ev: &CocoEvaluation) -> String {
@@ -168,7 +184,7 @@ fn ade20k(a: &Ade20kArgs) -> Result<String> {
     cfg.reduce_zero_label = a.reduce_zero_label;
     let m = evaluate_dirs(&a.gt_dir, &a.pred_dir, cfg)?;
     if a.json {
-        return Ok(format!("{}\n", seg_json(&m)));
+        return Ok(format!("{}\n", seg_json(&m)?));
     }
     let mut s = format!(
         "aAcc: {:.2}  mIoU: {:.2}  mAcc: {:.2}  ({} images, {} classes; percent, mmseg IoUMetric)\n",
@@ -203,22 +219,9 @@ fn ade20k(a: &Ade20kArgs) -> Result<String> {
     Ok(s)
 }
 
-/// The `--json` object of `pvt eval ade20k`: percentages as mmseg prints them.
-pub fn seg_json(m: &SegMetrics) -> serde_json::Value {
-    let opt = |v: Option<f32>| v.map(pct_to_f64);
-    let per_class: Vec<serde_json::Value> = m
-        .per_class
-        .iter()
-        .map(|c| {
-            serde_json::json!({
-                "class": c.name, "IoU": opt(c.iou), "Acc": opt(c.acc),
-                "intersect": c.counts.intersect, "union": c.counts.union,
-                "pred": c.counts.pred, "label": c.counts.label,
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "aAcc": pct_to_f64(m.a_acc), "mIoU": pct_to_f64(m.miou), "mAcc": pct_to_f64(m.macc),
-        "images": m.images, "per_class": per_class,
-    })
+/// The `--json` text of `pvt eval ade20k`: `aAcc`, `mIoU`, `mAcc` (percent, the float32 values
+/// mmseg returns, written as the decimals it prints), `per_class` (`name`, `IoU`, `Acc`, exact
+/// pixel counts), `images`.
+pub fn seg_json(m: &SegMetrics) -> Result<String> {
+    Ok(serde_json::to_string(m)?)
 }
