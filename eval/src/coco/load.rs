@@ -170,6 +170,27 @@ impl CocoGt {
     }
 }
 
+impl std::fmt::Debug for CocoGt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = &self.coco.dataset;
+        f.debug_struct("CocoGt")
+            .field("source", &self.source)
+            .field("images", &d.images.len())
+            .field("annotations", &d.annotations.len())
+            .field("categories", &d.categories.len())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for CocoResults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CocoResults")
+            .field("results", &self.anns.len())
+            .field("dropped_unknown_category", &self.dropped_unknown_category)
+            .finish()
+    }
+}
+
 /// Check a segmentation against its image's `h x w`.
 fn check_segmentation(seg: &Segmentation, h: u32, w: u32) -> Result<()> {
     let check_size = |size: &[u32; 2]| -> Result<()> {
