@@ -1,1 +1,50 @@
-fn main() {}
+//! `pvt`: the command-line front end of the workspace.
+//!
+//! Subcommands: `classify` (ImageNet top-k), `features` (the dense pyramid to safetensors),
+//! `info` and `convert` (checkpoint inspection and renaming), `bench` (backbone timing),
+//! `eval` (COCO AP and ADE20K mIoU on result files).
+
+mod backbone_cmd;
+mod eval_cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "pvt", version, about = "Pyramid Vision Transformer models: classification, dense features, checkpoints, evaluation")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Top-k ImageNet classes of an image (DeiT evaluation preprocessing).
+    Classify(backbone_cmd::ClassifyArgs),
+    /// Run the dense backbone on an image and write the four feature maps to safetensors.
+    Features(backbone_cmd::FeaturesArgs),
+    /// Describe a checkpoint: container, naming, architecture, tensors, dtypes.
+    Info(backbone_cmd::InfoArgs),
+    /// Rewrite a checkpoint as safetensors, optionally renaming to another naming scheme.
+    Convert(backbone_cmd::ConvertArgs),
+    /// Time the dense backbone on random weights (see BENCHMARKS.md).
+    Bench(backbone_cmd::BenchArgs),
+    /// Evaluate results: COCO AP (bbox, segm) or ADE20K mIoU.
+    #[command(subcommand)]
+    Eval(eval_cmd::EvalCmd),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Classify(a) => backbone_cmd::classify(a),
+        Cmd::Features(a) => backbone_cmd::features(a),
+        Cmd::Info(a) => backbone_cmd::info(a),
+        Cmd::Convert(a) => backbone_cmd::convert(a),
+        Cmd::Bench(a) => backbone_cmd::bench(a),
+        Cmd::Eval(c) => eval_cmd::run(c),
+    };
+    if let Err(e) = res {
+        eprintln!("error: {e:#}");
+        std::process::exit(2);
+    }
+}
