@@ -31,15 +31,23 @@ impl ArchArgs {
     fn resolve(&self) -> Result<(String, PvtConfig)> {
         if let Some(name) = &self.arch {
             let v = PvtV1::from_name(name).with_context(|| {
-                format!("unknown architecture `{name}`; expected one of {}", PvtV1::ALL.map(|v| v.name()).join(", "))
+                format!(
+                    "unknown architecture `{name}`; expected one of {}",
+                    PvtV1::ALL.map(|v| v.name()).join(", ")
+                )
             })?;
             return Ok((v.name().to_string(), v.config()));
         }
-        let path = self.config.as_ref().expect("clap enforces one of --arch / --config");
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
-        let cfg: PvtConfig =
-            serde_json::from_str(&text).with_context(|| format!("{}: invalid model config", path.display()))?;
-        cfg.validate().with_context(|| format!("{}", path.display()))?;
+        let path = self
+            .config
+            .as_ref()
+            .expect("clap enforces one of --arch / --config");
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let cfg: PvtConfig = serde_json::from_str(&text)
+            .with_context(|| format!("{}: invalid model config", path.display()))?;
+        cfg.validate()
+            .with_context(|| format!("{}", path.display()))?;
         Ok((path.display().to_string(), cfg))
     }
 }
@@ -77,7 +85,11 @@ pub fn classify(a: ClassifyArgs) -> Result<()> {
         .iter()
         .take(a.topk)
         .map(|&i| {
-            let name = if probs.len() == names.len() { names[i].to_string() } else { format!("class {i}") };
+            let name = if probs.len() == names.len() {
+                names[i].to_string()
+            } else {
+                format!("class {i}")
+            };
             (i, name, probs[i])
         })
         .collect();
@@ -91,7 +103,12 @@ pub fn classify(a: ClassifyArgs) -> Result<()> {
         println!("{obj}");
     } else {
         eprintln!("{}: {}", a.weights.display(), info.summary());
-        println!("{} ({}x{}), {arch}:", a.image.display(), img.width(), img.height());
+        println!(
+            "{} ({}x{}), {arch}:",
+            a.image.display(),
+            img.width(),
+            img.height()
+        );
         for (rank, (i, n, p)) in top.iter().enumerate() {
             println!("{:>2}. {:>6.2}%  {n} (class {i})", rank + 1, p * 100.0);
         }
@@ -125,7 +142,8 @@ pub fn features(a: FeaturesArgs) -> Result<()> {
     eprintln!("{}: {}", a.weights.display(), info.summary());
     let img = load_rgb(&a.image)?;
     let x = normalize_255(&img, &dev)?;
-    let batch = ImageBatch::from_images(&[x], 32, a.pad).with_context(|| format!("{}", a.image.display()))?;
+    let batch = ImageBatch::from_images(&[x], 32, a.pad)
+        .with_context(|| format!("{}", a.image.display()))?;
     let feats = model.forward(&batch.pixels)?;
     let mut out = BTreeMap::new();
     for (i, f) in feats.into_iter().enumerate() {
@@ -150,8 +168,16 @@ pub fn info(a: InfoArgs) -> Result<()> {
     if let Some(w) = &ckpt.wrapper {
         println!("state dict: under `{w}`");
     }
-    println!("tensors:    {} ({} values)", ckpt.tensors.len(), ckpt.num_elements());
-    let dtypes: Vec<String> = ckpt.dtype_counts().iter().map(|(d, n)| format!("{d} x{n}")).collect();
+    println!(
+        "tensors:    {} ({} values)",
+        ckpt.tensors.len(),
+        ckpt.num_elements()
+    );
+    let dtypes: Vec<String> = ckpt
+        .dtype_counts()
+        .iter()
+        .map(|(d, n)| format!("{d} x{n}"))
+        .collect();
     println!("dtypes:     {}", dtypes.join(", "));
     if !ckpt.skipped.is_empty() {
         println!("non-tensor: {}", ckpt.skipped.join(", "));
@@ -159,19 +185,49 @@ pub fn info(a: InfoArgs) -> Result<()> {
     let mut groups: BTreeMap<String, usize> = BTreeMap::new();
     for k in ckpt.tensors.keys() {
         let g = k.split('.').next().unwrap_or(k);
-        let g = if ["backbone", "neck", "bbox_head", "rpn_head", "roi_head", "decode_head", "auxiliary_head"].contains(&g) {
+        let g = if [
+            "backbone",
+            "neck",
+            "bbox_head",
+            "rpn_head",
+            "roi_head",
+            "decode_head",
+            "auxiliary_head",
+        ]
+        .contains(&g)
+        {
             format!("{g}.")
         } else {
             "(top level)".to_string()
         };
         *groups.entry(g).or_insert(0) += 1;
     }
-    println!("groups:     {}", groups.iter().map(|(g, n)| format!("{g} {n}")).collect::<Vec<_>>().join(", "));
+    println!(
+        "groups:     {}",
+        groups
+            .iter()
+            .map(|(g, n)| format!("{g} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     match split_backbone(&ckpt.tensors) {
         Ok(bb) => {
-            println!("naming:     {}{}", bb.dialect, bb.prefix.map(|p| format!(", backbone under `{p}`")).unwrap_or_default());
+            println!(
+                "naming:     {}{}",
+                bb.dialect,
+                bb.prefix
+                    .map(|p| format!(", backbone under `{p}`"))
+                    .unwrap_or_default()
+            );
             let has_head = bb.tensors.contains_key("head.weight");
-            println!("form:       {}", if has_head { "classifier (cls_token, norm, head present)" } else { "dense backbone" });
+            println!(
+                "form:       {}",
+                if has_head {
+                    "classifier (cls_token, norm, head present)"
+                } else {
+                    "dense backbone"
+                }
+            );
             match guess_variant(&ckpt.tensors) {
                 Some(v) => println!("arch:       {} (PVT v1)", v.name()),
                 None => println!("arch:       not a published PVT v1 size (use --config)"),
@@ -203,7 +259,10 @@ pub struct ConvertArgs {
 
 pub fn convert(a: ConvertArgs) -> Result<()> {
     if a.output.extension().and_then(|e| e.to_str()) != Some("safetensors") {
-        bail!("{}: the output must be a .safetensors file", a.output.display());
+        bail!(
+            "{}: the output must be a .safetensors file",
+            a.output.display()
+        );
     }
     let ckpt = Checkpoint::load(&a.input)?;
     let out = convert_tensors(&ckpt.tensors, a.naming)?;
@@ -212,8 +271,13 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
     Ok(())
 }
 
-fn convert_tensors(all: &BTreeMap<String, Tensor>, naming: Option<Naming>) -> Result<BTreeMap<String, Tensor>> {
-    let Some(target) = naming else { return Ok(all.clone()) };
+fn convert_tensors(
+    all: &BTreeMap<String, Tensor>,
+    naming: Option<Naming>,
+) -> Result<BTreeMap<String, Tensor>> {
+    let Some(target) = naming else {
+        return Ok(all.clone());
+    };
     let bb = split_backbone(all)?;
     let official = match bb.dialect {
         Dialect::Official => bb.tensors,
@@ -223,7 +287,13 @@ fn convert_tensors(all: &BTreeMap<String, Tensor>, naming: Option<Naming>) -> Re
         Naming::Official => official,
         Naming::Mmdet => {
             let mut dense = official;
-            for k in ["cls_token", "norm.weight", "norm.bias", "head.weight", "head.bias"] {
+            for k in [
+                "cls_token",
+                "norm.weight",
+                "norm.bias",
+                "head.weight",
+                "head.bias",
+            ] {
                 if dense.remove(k).is_some() {
                     eprintln!("dropped classifier tensor {k} (mmdetection backbones have none)");
                 }
@@ -240,7 +310,10 @@ fn convert_tensors(all: &BTreeMap<String, Tensor>, naming: Option<Naming>) -> Re
         }
     };
     let prefix = bb.prefix.unwrap_or_default();
-    let mut out: BTreeMap<String, Tensor> = renamed.into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)).collect();
+    let mut out: BTreeMap<String, Tensor> = renamed
+        .into_iter()
+        .map(|(k, v)| (format!("{prefix}{k}"), v))
+        .collect();
     for k in bb.outside {
         out.insert(k.clone(), all[&k].clone());
     }
@@ -267,8 +340,13 @@ pub struct BenchArgs {
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize)> {
-    let (h, w) = s.split_once('x').with_context(|| format!("size `{s}` must look like 800x1216 (HxW)"))?;
-    Ok((h.trim().parse().context("height")?, w.trim().parse().context("width")?))
+    let (h, w) = s
+        .split_once('x')
+        .with_context(|| format!("size `{s}` must look like 800x1216 (HxW)"))?;
+    Ok((
+        h.trim().parse().context("height")?,
+        w.trim().parse().context("width")?,
+    ))
 }
 
 /// Resident set size and its peak, in MiB, from /proc/self/status (Linux).
@@ -287,12 +365,34 @@ fn rss_mib() -> (f64, f64) {
 
 pub fn bench(a: BenchArgs) -> Result<()> {
     let dev = Device::Cpu;
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     for name in &a.arch {
         let v = PvtV1::from_name(name).with_context(|| format!("unknown architecture `{name}`"))?;
         let cfg = v.config();
+        // Random weights: initialise through a VarMap, then rebuild from plain (detached)
+        // tensors so that the forward pass does not record a backprop graph.
         let varmap = candle_nn::VarMap::new();
         let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        PvtDense::new(&cfg, pvt_backbone::Numerics::OFFICIAL, vb)?;
+        let weights: std::collections::HashMap<String, Tensor> = varmap
+            .data()
+            .lock()
+            .map_err(|_| anyhow::anyhow!("varmap lock poisoned"))?
+            .iter()
+            .map(|(k, v)| {
+                let t = v.as_tensor().detach();
+                // LayerNorm scales start at 1 and everything else random-normal-ish
+                let t = if t.sum_all()?.to_scalar::<f32>()? == 0.0 {
+                    t.randn_like(0.0, 0.02)?
+                } else {
+                    t
+                };
+                Ok((k.clone(), t))
+            })
+            .collect::<Result<_>>()?;
+        let vb = candle_nn::VarBuilder::from_tensors(weights, DType::F32, &dev);
         let model = PvtDense::new(&cfg, pvt_backbone::Numerics::OFFICIAL, vb)?;
         for s in &a.size {
             let (h, w) = parse_size(s)?;
@@ -300,7 +400,10 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             let x = Tensor::randn(0f32, 1.0, (1, 3, h, w), &dev)?;
             let (base, _) = rss_mib();
             let pb = indicatif::ProgressBar::new((a.warmup + runs) as u64)
-                .with_style(indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len}").expect("template"))
+                .with_style(
+                    indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len}")
+                        .expect("template"),
+                )
                 .with_message(format!("{} {h}x{w}", v.name()));
             for _ in 0..a.warmup {
                 run_once(&model, &x)?;

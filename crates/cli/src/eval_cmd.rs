@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Result};
 use pvt_eval::ade20k::{evaluate_dirs, SegConfig, SegMetrics};
-use pvt_eval::coco::{evaluate, CocoEvaluation, CocoGt, CocoResults, CocoStats, IouType};
+use pvt_eval::coco::{evaluate, load_pair, CocoEvaluation, CocoStats, IouType};
 use std::path::PathBuf;
 
 /// Evaluation commands.
@@ -93,9 +93,8 @@ fn coco(a: &CocoArgs, warn: &mut dyn FnMut(&str)) -> Result<String> {
         IouTypeArg::Bbox => IouType::Bbox,
         IouTypeArg::Segm => IouType::Segm,
     };
-    let gt = CocoGt::from_file(&a.gt)?;
+    let (gt, res) = load_pair(&a.gt, &a.dt, iou)?;
     gt.warnings().iter().for_each(|w| warn(w));
-    let res = CocoResults::from_file(&a.dt, &gt)?;
     res.warnings().iter().for_each(|w| warn(w));
     let ev = evaluate(&gt, res, iou)?;
     if ev.fenced_zero_id {

@@ -35,6 +35,30 @@ fn gelu_scalar(x: f32) -> f32 {
     0.5 * x * (1.0 + erf_f32_fast(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
+#[inline(always)]
+fn gelu_slice_generic(src: &[f32], dst: &mut [f32]) {
+    for (o, &x) in dst.iter_mut().zip(src) {
+        *o = gelu_scalar(x);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gelu_slice_avx2_fma(src: &[f32], dst: &mut [f32]) {
+    // Same code, compiled with hardware FMA (`mul_add` is otherwise a libm call) and 8-wide
+    // vectors.
+    gelu_slice_generic(src, dst)
+}
+
+fn gelu_slice(src: &[f32], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features the function was compiled for.
+        return unsafe { gelu_slice_avx2_fma(src, dst) };
+    }
+    gelu_slice_generic(src, dst)
+}
+
 struct GeluErf;
 
 impl CustomOp1 for GeluErf {
@@ -61,11 +85,7 @@ impl CustomOp1 for GeluErf {
         let mut out = vec![0f32; src.len()];
         out.par_chunks_mut(1 << 14)
             .zip(src.par_chunks(1 << 14))
-            .for_each(|(o, s)| {
-                for (o, &x) in o.iter_mut().zip(s) {
-                    *o = gelu_scalar(x);
-                }
-            });
+            .for_each(|(o, s)| gelu_slice(s, o));
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
