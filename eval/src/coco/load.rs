@@ -38,51 +38,23 @@ impl CocoGt {
         Self::from_dataset(dataset, source)
     }
 
+    /// Load ground truth prepared for `iou_type`: for `segm`, polygons are rasterized to RLE
+    /// here, in parallel (the same maskApi-exact rasterizer hotcoco would run during matching).
+    pub fn from_file_for(path: &Path, iou_type: IouType) -> Result<Self> {
+        let bytes = json_error::read_file(path)?;
+        let source = path.display().to_string();
+        let mut dataset: Dataset = json_error::parse(&bytes, &source)?;
+        drop(bytes);
+        if iou_type == IouType::Segm {
+            check_dataset(&dataset, &source)?;
+            rasterize_polygons(&mut dataset);
+        }
+        Self::from_dataset(dataset, &source)
+    }
+
     /// Check and index an already-parsed dataset.
     pub fn from_dataset(dataset: Dataset, source: &str) -> Result<Self> {
-        let mut warnings = Vec::new();
-        let mut sizes = HashMap::with_capacity(dataset.images.len());
-        for (i, img) in dataset.images.iter().enumerate() {
-            if sizes.insert(img.id, (img.height, img.width)).is_some() {
-                bail!("{source}: images[{i}]: image id {} appears twice", img.id);
-            }
-        }
-        let mut cats = HashSet::new();
-        for (i, c) in dataset.categories.iter().enumerate() {
-            if !cats.insert(c.id) {
-                bail!(
-                    "{source}: categories[{i}]: category id {} appears twice",
-                    c.id
-                );
-            }
-        }
-        let mut orphans = 0usize;
-        for (i, ann) in dataset.annotations.iter().enumerate() {
-            let Some(&(h, w)) = sizes.get(&ann.image_id) else {
-                orphans += 1;
-                continue;
-            };
-            let at = || format!("{source}: annotations[{i}] (id {})", ann.id);
-            if let Some(b) = ann.bbox {
-                if b[2] < 0.0 || b[3] < 0.0 {
-                    bail!("{}: bbox {b:?} has a negative width or height", at());
-                }
-            }
-            if let Some(a) = ann.area {
-                if a < 0.0 {
-                    bail!("{}: negative area {a}", at());
-                }
-            }
-            if let Some(seg) = &ann.segmentation {
-                check_segmentation(seg, h, w).map_err(|e| anyhow!("{}: {e}", at()))?;
-            }
-        }
-        if orphans > 0 {
-            warnings.push(format!(
-                "{source}: {orphans} annotation(s) name an image id absent from `images`; \
-                 they are never evaluated (as in pycocotools)"
-            ));
-        }
+        let warnings = check_dataset(&dataset, source)?;
         let has_zero_ann_id = dataset.annotations.iter().any(|a| a.id == 0);
         let mut coco = COCO::from_dataset(dataset);
         // pycocotools requires `area`; we derive a missing one (mask pixels, else box w*h) once
@@ -191,6 +163,96 @@ impl std::fmt::Debug for CocoResults {
     }
 }
 
+/// Load ground truth and results for `iou_type` concurrently (the results file is parsed while
+/// the ground truth is loaded and, for `segm`, rasterized), then check the results against it.
+pub fn load_pair(gt: &Path, results: &Path, iou_type: IouType) -> Result<(CocoGt, CocoResults)> {
+    let source = results.display().to_string();
+    let (gt, anns) = rayon::join(
+        || CocoGt::from_file_for(gt, iou_type),
+        || -> Result<Vec<Annotation>> {
+            let bytes = json_error::read_file(results)?;
+            json_error::parse(&bytes, &source)
+        },
+    );
+    let gt = gt?;
+    let res = CocoResults::from_annotations(anns?, &source, &gt)?;
+    Ok((gt, res))
+}
+
+/// Check a ground-truth dataset; returns warnings.
+fn check_dataset(dataset: &Dataset, source: &str) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    let mut sizes = HashMap::with_capacity(dataset.images.len());
+    for (i, img) in dataset.images.iter().enumerate() {
+        if sizes.insert(img.id, (img.height, img.width)).is_some() {
+            bail!("{source}: images[{i}]: image id {} appears twice", img.id);
+        }
+    }
+    let mut cats = HashSet::new();
+    for (i, c) in dataset.categories.iter().enumerate() {
+        if !cats.insert(c.id) {
+            bail!(
+                "{source}: categories[{i}]: category id {} appears twice",
+                c.id
+            );
+        }
+    }
+    let mut orphans = 0usize;
+    for (i, ann) in dataset.annotations.iter().enumerate() {
+        let Some(&(h, w)) = sizes.get(&ann.image_id) else {
+            orphans += 1;
+            continue;
+        };
+        let at = || format!("{source}: annotations[{i}] (id {})", ann.id);
+        if let Some(b) = ann.bbox {
+            if b[2] < 0.0 || b[3] < 0.0 {
+                bail!("{}: bbox {b:?} has a negative width or height", at());
+            }
+        }
+        if let Some(a) = ann.area {
+            if a < 0.0 {
+                bail!("{}: negative area {a}", at());
+            }
+        }
+        if let Some(seg) = &ann.segmentation {
+            check_segmentation(seg, h, w).map_err(|e| anyhow!("{}: {e}", at()))?;
+        }
+    }
+    if orphans > 0 {
+        warnings.push(format!(
+            "{source}: {orphans} annotation(s) name an image id absent from `images`; \
+             they are never evaluated (as in pycocotools)"
+        ));
+    }
+    Ok(warnings)
+}
+
+/// Replace every polygon segmentation by its RLE (`fr_polys` at the image size, as hotcoco's
+/// `ann_to_rle` and pycocotools' `annToRLE` rasterize it), in parallel.
+fn rasterize_polygons(dataset: &mut Dataset) {
+    let sizes: HashMap<u64, (u32, u32)> = dataset
+        .images
+        .iter()
+        .map(|i| (i.id, (i.height, i.width)))
+        .collect();
+    dataset.annotations.par_iter_mut().for_each(|a| {
+        let Some(&(h, w)) = sizes.get(&a.image_id) else {
+            return;
+        };
+        if h == 0 || w == 0 {
+            return;
+        }
+        if let Some(Segmentation::Polygon(polys)) = &a.segmentation {
+            if let Ok(rle) = hotcoco::mask::fr_polys(polys, h, w) {
+                a.segmentation = Some(Segmentation::UncompressedRle {
+                    size: [h, w],
+                    counts: rle.counts,
+                });
+            }
+        }
+    });
+}
+
 /// Check a segmentation against its image's `h x w`.
 fn check_segmentation(seg: &Segmentation, h: u32, w: u32) -> Result<()> {
     let check_size = |size: &[u32; 2]| -> Result<()> {
@@ -206,7 +268,8 @@ fn check_segmentation(seg: &Segmentation, h: u32, w: u32) -> Result<()> {
     match seg {
         Segmentation::CompressedRle { size, counts } => {
             check_size(size)?;
-            hotcoco::mask::rle_from_string(counts, h, w)
+            // Decodes and validates without building the run list.
+            hotcoco::mask::area_from_string(counts, h, w)
                 .map_err(|e| anyhow!("bad compressed RLE: {e}"))?;
         }
         Segmentation::UncompressedRle { size, counts } => {

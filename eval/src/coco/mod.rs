@@ -18,7 +18,7 @@ pub mod stream;
 pub mod writer;
 
 pub use accumulate::Accumulated;
-pub use load::{CocoGt, CocoResults};
+pub use load::{load_pair, CocoGt, CocoResults};
 pub use stats::CocoStats;
 
 use anyhow::{bail, Result};

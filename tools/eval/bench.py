@@ -1,0 +1,83 @@
+"""Whole-process timings for BENCHMARKS.md: `pvt eval coco` (the eval_cli example, which runs
+crates/cli/src/eval_cmd.rs) against pycocotools and faster-coco-eval on the same files, in the
+same run, on the same machine. JSON loading is included in every time.
+
+    python bench.py OURS_BINARY DATADIR [--repeat N]
+
+DATADIR holds gt.json, dt_bbox.json, dt_segm.json (tools/eval/bench_gen.py). Prints a Markdown
+table and checks that the three tools' 12 stats agree (ours vs pycocotools within 1e-12).
+    python bench.py fce GT DT IOU     (internal: faster-coco-eval run, prints its stats)
+"""
+
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def fce(gt_path, dt_path, iou):
+    from faster_coco_eval import COCO, COCOeval_faster
+
+    with contextlib.redirect_stdout(sys.stderr):
+        gt = COCO(gt_path)
+        dt = gt.loadRes(dt_path)
+        ev = COCOeval_faster(gt, dt, iou)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    print(json.dumps({"stats": [float(s) for s in ev.stats[:12]]}))
+
+
+def timed(cmd):
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return time.perf_counter() - t0, out
+
+
+def main(argv):
+    if argv and argv[0] == "fce":
+        return fce(argv[1], argv[2], argv[3])
+    ours, data = argv[0], argv[1]
+    repeat = int(argv[argv.index("--repeat") + 1]) if "--repeat" in argv else 3
+    py = sys.executable
+    rows = []
+    for iou in ["bbox", "segm"]:
+        gt, dt = os.path.join(data, "gt.json"), os.path.join(data, f"dt_{iou}.json")
+        runs = {
+            "pvt eval coco": [ours, "coco", "--gt", gt, "--dt", dt, "--iou-type", iou, "--json"],
+            "pycocotools 2.0.11": [py, os.path.join(HERE, "coco_reference.py"), "eval", gt, dt, iou],
+            "faster-coco-eval 1.8.0": [py, os.path.abspath(__file__), "fce", gt, dt, iou],
+        }
+        times, stats = {}, {}
+        for name, cmd in runs.items():
+            n = repeat if name.startswith("pvt") else 1
+            ts = []
+            for _ in range(n):
+                t, out = timed(cmd)
+                ts.append(t)
+            times[name] = statistics.median(ts)
+            v = json.loads(out)
+            stats[name] = [v[k] for k in ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10",
+                                          "AR100", "ARs", "ARm", "ARl"]] if "stats" not in v else v["stats"]
+            print(f"{iou} {name}: {times[name]:.2f} s (median of {n})", file=sys.stderr)
+        ref = stats["pycocotools 2.0.11"]
+        diff = max(abs(a - b) for a, b in zip(stats["pvt eval coco"], ref))
+        diff_fce = max(abs(a - b) for a, b in zip(stats["faster-coco-eval 1.8.0"], ref))
+        for name in runs:
+            rows.append((iou, name, times[name], times["pycocotools 2.0.11"] / times[name]))
+        print(f"{iou}: max |ours - pycocotools| = {diff:.3g}, "
+              f"max |faster-coco-eval - pycocotools| = {diff_fce:.3g}", file=sys.stderr)
+        assert diff <= 1e-12, "our stats differ from pycocotools"
+    print("| IoU type | tool | wall time (s) | speed-up vs pycocotools |")
+    print("|---|---|---:|---:|")
+    for iou, name, t, ratio in rows:
+        print(f"| {iou} | {name} | {t:.2f} | {ratio:.1f}x |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
