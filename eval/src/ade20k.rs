@@ -263,6 +263,29 @@ pub fn load_label_png(path: &Path) -> Result<SegMap> {
     SegMap::new(size, labels).with_context(|| path.display().to_string())
 }
 
+/// Write a label map as a single-channel PNG, atomically: 8-bit when every label fits (as
+/// mmseg's `output_dir` files are), else 16-bit.
+pub fn save_label_png(path: &Path, map: &SegMap) -> Result<()> {
+    let (w, h) = (map.size().width as u32, map.size().height as u32);
+    let img = if map.labels().iter().all(|&v| v <= 255) {
+        let data: Vec<u8> = map.labels().iter().map(|&v| v as u8).collect();
+        image::DynamicImage::ImageLuma8(
+            image::GrayImage::from_raw(w, h, data).context("label map size")?,
+        )
+    } else {
+        image::DynamicImage::ImageLuma16(
+            image::ImageBuffer::from_raw(w, h, map.labels().to_vec()).context("label map size")?,
+        )
+    };
+    let mut bytes = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .with_context(|| format!("encoding {}", path.display()))?;
+    crate::coco::writer::write_atomic(path, &bytes)
+}
+
 /// Pairs of (GT, prediction) files matched by stem, in sorted GT file-name order.
 pub fn pair_dirs(gt_dir: &Path, pred_dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
     let list = |d: &Path| -> Result<Vec<PathBuf>> {

@@ -4,8 +4,18 @@
 
 mod common;
 
-use pvt_eval::ade20k::{evaluate_dirs, SegConfig};
+use pvt_eval::ade20k::{
+    evaluate_dirs, load_label_png, pair_dirs, save_label_png, SegConfig, SegEvaluator,
+};
 use serde_json::Value;
+
+fn cfg_for(classes: usize, reduce: bool) -> SegConfig {
+    if classes == 150 && reduce {
+        SegConfig::ade20k()
+    } else {
+        SegConfig::generic(classes, reduce)
+    }
+}
 
 fn check(seed: u64, classes: usize, reduce: bool) {
     let dir = common::temp_dir(&format!("seg-{seed}-{classes}"));
@@ -20,12 +30,7 @@ fn check(seed: u64, classes: usize, reduce: bool) {
         &["eval", gt.to_str().unwrap(), pred.to_str().unwrap(), &k, r],
     ))
     .unwrap();
-    let cfg = if classes == 150 && reduce {
-        SegConfig::ade20k()
-    } else {
-        SegConfig::generic(classes, reduce)
-    };
-    let m = evaluate_dirs(&gt, &pred, cfg).unwrap();
+    let m = evaluate_dirs(&gt, &pred, cfg_for(classes, reduce)).unwrap();
     let f = |key: &str| reference[key].as_f64().unwrap() as f32;
     assert_eq!(
         (m.a_acc, m.miou, m.macc),
@@ -52,6 +57,23 @@ fn check(seed: u64, classes: usize, reduce: bool) {
     assert!(
         m.per_class.iter().any(|c| c.iou.is_none()),
         "some class absent from both"
+    );
+    // The in-memory path (SegMaps through SegEvaluator, predictions written and re-read with
+    // save_label_png) gives the same result.
+    let mut ev = SegEvaluator::new(cfg_for(classes, reduce)).unwrap();
+    let resaved = dir.join("resaved");
+    std::fs::create_dir_all(&resaved).unwrap();
+    for (g, p) in pair_dirs(&gt, &pred).unwrap() {
+        let pred_map = load_label_png(&p).unwrap();
+        let out = resaved.join(p.file_name().unwrap());
+        save_label_png(&out, &pred_map).unwrap();
+        assert_eq!(load_label_png(&out).unwrap(), pred_map, "PNG round trip");
+        ev.process(&pred_map, &load_label_png(&g).unwrap()).unwrap();
+    }
+    assert_eq!(
+        ev.metrics(),
+        m,
+        "streamed SegMaps equal the folder evaluation"
     );
     assert!(
         m.per_class
