@@ -10,6 +10,23 @@
 //! - the summary printed byte for byte as pycocotools prints it ([`CocoStats::summary`]);
 //! - per-category AP and precision/recall curves ([`CocoEvaluation`]);
 //! - streaming evaluation of model outputs ([`stream`]) and a results-JSON writer ([`writer`]).
+//!
+//! # Where hotcoco 1.3.1 departs from pycocotools 2.0.11, and what we do
+//!
+//! | hotcoco | pycocotools | here |
+//! |---|---|---|
+//! | matches a GT annotation with id 0 | never matches it (FP for the detection, FN for the GT) | fenced: pycocotools' rule ([`accumulate`]); streaming buffers and evaluates in batch |
+//! | `summarize()` prints `Average Precision (AP)` with one space, and to stdout | `Average Precision  (AP)`, `Average Recall     (AR)` | our own [`CocoStats::summary`], byte-equal (tested) |
+//! | loader rewrites `NaN`/`Infinity` to `null` and warns | `json.load` accepts them | error with line and column (bad input) |
+//! | results on unknown image ids: a warning | assertion error | error naming the result |
+//! | empty results list: evaluates | `IndexError` | warning, scores a run without detections (0 where GT exists) |
+//! | `StreamingEval` renumbers GT ids per batch | ids from the file | irrelevant except for id 0 (fenced above) |
+//!
+//! Deliberate leniencies (pycocotools raises `KeyError`): a GT annotation without `area` gets
+//! its mask's pixel count (else its box's `w*h`); one without `iscrowd` is not a crowd.
+//! Deliberate strictness: negative box sizes, RLE sizes other than the image's, undecodable
+//! RLE strings, results without `score`, and segm-branch results that are not compressed RLE
+//! are errors (pycocotools computes nonsense or crashes).
 
 pub mod accumulate;
 pub mod load;
