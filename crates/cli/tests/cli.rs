@@ -1,0 +1,230 @@
+//! End-to-end tests of the `pvt` binary on the golden fixtures.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use candle::{Device, Tensor};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixture(name: &str) -> String {
+    root()
+        .join("assets/fixtures/pvt_v1")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn mini_config() -> String {
+    root()
+        .join("assets/configs/pvt_v1_mini.json")
+        .display()
+        .to_string()
+}
+
+fn chelsea() -> String {
+    root()
+        .join("assets/images/chelsea.png")
+        .display()
+        .to_string()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pvt-cli-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// Runs `pvt args...`, returning (success, stdout, stderr).
+fn pvt(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pvt"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn classify_json_is_sorted_and_named() {
+    let (ok, out, err) = pvt(&[
+        "classify",
+        "--config",
+        &mini_config(),
+        "--weights",
+        &fixture("mini_cls_official_f16.pth"),
+        "--image",
+        &chelsea(),
+        "--topk",
+        "3",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let top = v["top"].as_array().unwrap();
+    assert_eq!(top.len(), 3);
+    let p: Vec<f64> = top
+        .iter()
+        .map(|t| t["probability"].as_f64().unwrap())
+        .collect();
+    assert!(p[0] >= p[1] && p[1] >= p[2] && p[0] > 0.0 && p[0] <= 1.0);
+    for t in top {
+        let i = t["index"].as_u64().unwrap() as usize;
+        let names: Vec<&str> = include_str!("../../../assets/imagenet_classes.txt")
+            .lines()
+            .collect();
+        assert_eq!(t["name"].as_str().unwrap(), names[i]);
+    }
+    // the f16 and bf16 files hold the same values: same answer
+    let (ok, out2, _) = pvt(&[
+        "classify",
+        "--config",
+        &mini_config(),
+        "--weights",
+        &fixture("mini_cls_official_model_bf16.pth"),
+        "--image",
+        &chelsea(),
+        "--topk",
+        "3",
+        "--json",
+    ]);
+    assert!(ok);
+    let v2: serde_json::Value = serde_json::from_str(out2.trim()).unwrap();
+    assert_eq!(v["top"][0]["index"], v2["top"][0]["index"]);
+}
+
+#[test]
+fn features_require_pad_for_odd_sizes_and_write_four_maps() {
+    let out = tmp("feats.safetensors");
+    let o = out.display().to_string();
+    let base = [
+        "features",
+        "--config",
+        &mini_config(),
+        "--weights",
+        &fixture("mini_det_mmdet_f16.pth"),
+        "--image",
+        &chelsea(),
+        "--out",
+        &o,
+    ];
+    let (ok, _, err) = pvt(&base);
+    assert!(
+        !ok && err.contains("300x451") && err.contains("--pad"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let mut args = base.to_vec();
+    args.push("--pad");
+    let (ok, _, err) = pvt(&args);
+    assert!(ok, "{err}");
+    let t = candle::safetensors::load(&out, &Device::Cpu).unwrap();
+    let shapes: Vec<Vec<usize>> = (1..=4)
+        .map(|i| t[&format!("feat{i}")].dims().to_vec())
+        .collect();
+    assert_eq!(
+        shapes,
+        vec![
+            vec![1, 16, 80, 120],
+            vec![1, 32, 40, 60],
+            vec![1, 40, 20, 30],
+            vec![1, 64, 10, 15]
+        ]
+    );
+}
+
+#[test]
+fn convert_round_trips_between_namings() {
+    let off = tmp("official.safetensors").display().to_string();
+    let mm = tmp("mmdet.safetensors").display().to_string();
+    let (ok, _, err) = pvt(&[
+        "convert",
+        &fixture("mini_det_mmdet_f16.pth"),
+        &off,
+        "--naming",
+        "official",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = pvt(&["convert", &off, &mm, "--naming", "mmdet"]);
+    assert!(ok, "{err}");
+    let original = pvt_nn::Checkpoint::load(fixture("mini_det_mmdet_f16.pth"))
+        .unwrap()
+        .tensors;
+    let back = pvt_nn::Checkpoint::load(&mm).unwrap().tensors;
+    assert_eq!(
+        original.keys().collect::<Vec<_>>(),
+        back.keys().collect::<Vec<_>>()
+    );
+    for (k, v) in &original {
+        assert_eq!(v.dims(), back[k].dims(), "{k}");
+        assert_eq!(max_abs_diff(v, &back[k]), 0.0, "{k}");
+    }
+    // the official-named file is accepted by `info` as official naming
+    let (ok, out, _) = pvt(&["info", &off]);
+    assert!(
+        ok && out.contains("official PVT") && out.contains("backbone under `backbone.`"),
+        "{out}"
+    );
+    // a classification checkpoint converts to mmdet names, dropping the classifier
+    let (ok, _, err) = pvt(&[
+        "convert",
+        &fixture("mini_cls_official_f16.pth"),
+        &mm,
+        "--naming",
+        "mmdet",
+    ]);
+    assert!(
+        ok && err.contains("dropped classifier tensor head.weight"),
+        "{err}"
+    );
+}
+
+#[test]
+fn info_describes_checkpoints_and_errors_are_clean() {
+    let (ok, out, _) = pvt(&["info", &fixture("mini_cls_official_model_bf16.pth")]);
+    assert!(ok);
+    assert!(
+        out.contains("state dict: under `model`")
+            && out.contains("bf16 x125")
+            && out.contains("classifier"),
+        "{out}"
+    );
+    let (ok, _, err) = pvt(&["info", &fixture("legacy_tiny.pth")]);
+    assert!(
+        !ok && err.starts_with("error: ") && err.contains("legacy"),
+        "{err}"
+    );
+    let (ok, _, err) = pvt(&[
+        "classify",
+        "--arch",
+        "pvt_huge",
+        "--weights",
+        "x",
+        "--image",
+        "y",
+    ]);
+    assert!(
+        !ok && err.contains("unknown architecture `pvt_huge`"),
+        "{err}"
+    );
+    let (ok, _, err) = pvt(&["convert", &fixture("mini_cls_official_f16.pth"), "out.pth"]);
+    assert!(!ok && err.contains(".safetensors"), "{err}");
+}
