@@ -44,6 +44,14 @@ enum Cmd {
 }
 
 fn main() {
+    // candle runs its element-wise ops on a spin-waiting barrier pool of its own, beside rayon's
+    // pool that runs the matmuls, softmax, LayerNorm and GELU. When the cores are busy the
+    // spinning threads starve the others: PVT-Small at 224x224 went from ~105 ms to ~270 ms with
+    // one other busy process on 2 cores (BENCHMARKS.md). Element-wise ops are a small share of
+    // the work, so they run on the calling thread unless the user sets CANDLE_NUM_THREADS.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Classify(a) => backbone_cmd::classify(a),
