@@ -227,8 +227,9 @@ fn check_dataset(dataset: &Dataset, source: &str) -> Result<Vec<String>> {
     Ok(warnings)
 }
 
-/// Replace every polygon segmentation by its RLE (`fr_polys` at the image size, as hotcoco's
-/// `ann_to_rle` and pycocotools' `annToRLE` rasterize it), in parallel.
+/// Replace every polygon segmentation by its RLE (maskApi's `rleFrPoly` at the image size, as
+/// hotcoco's `ann_to_rle` and pycocotools' `annToRLE` rasterize it; see [`super::raster`]), in
+/// parallel.
 fn rasterize_polygons(dataset: &mut Dataset) {
     let sizes: HashMap<u64, (u32, u32)> = dataset
         .images
@@ -239,14 +240,14 @@ fn rasterize_polygons(dataset: &mut Dataset) {
         let Some(&(h, w)) = sizes.get(&a.image_id) else {
             return;
         };
-        if h == 0 || w == 0 {
+        if h == 0 || w == 0 || u64::from(h) * u64::from(w) > u64::from(u32::MAX) {
             return;
         }
         if let Some(Segmentation::Polygon(polys)) = &a.segmentation {
-            if let Ok(rle) = hotcoco::mask::fr_polys(polys, h, w) {
+            if let Some(counts) = super::raster::fr_polys(polys, h, w) {
                 a.segmentation = Some(Segmentation::UncompressedRle {
                     size: [h, w],
-                    counts: rle.counts,
+                    counts,
                 });
             }
         }
@@ -346,29 +347,29 @@ impl CocoResults {
         };
         let coco = &gt.coco;
         let total = anns.len();
-        let kept: Vec<(usize, Annotation)> = anns
-            .into_iter()
-            .enumerate()
-            .filter(|(_, a)| coco.get_cat(a.category_id).is_some())
-            .collect();
-        let dropped = total - kept.len();
+        let mut anns = anns;
+        // loadRes numbers results 1.. in file order, dropped ones included.
+        for (i, a) in anns.iter_mut().enumerate() {
+            a.id = i as u64 + 1;
+        }
+        anns.retain(|a| coco.get_cat(a.category_id).is_some());
+        let dropped = total - anns.len();
         if dropped > 0 {
             warnings.push(format!(
                 "{source}: dropped {dropped} of {total} result(s) whose category_id is not in the \
                  ground truth's categories (pycocotools drops them silently)"
             ));
         }
-        let completed: Result<Vec<Annotation>> = kept
-            .into_par_iter()
-            .map(|(i, mut a)| {
-                complete(&mut a, i, kind, coco).map_err(|e| {
-                    anyhow!("{source}: result [{i}] (image_id {}): {e}", a.image_id)
-                })?;
-                Ok(a)
-            })
-            .collect();
+        // Completed in place, in parallel; the first bad result in file order is reported.
+        let first_error = anns
+            .par_iter_mut()
+            .filter_map(|a| complete(a, kind, coco).err().map(|e| (a.id, a.image_id, e)))
+            .min_by_key(|(id, _, _)| *id);
+        if let Some((id, image_id, e)) = first_error {
+            bail!("{source}: result [{}] (image_id {image_id}): {e}", id - 1);
+        }
         Ok(Self {
-            anns: completed?,
+            anns,
             warnings,
             dropped_unknown_category: dropped,
         })
@@ -396,7 +397,7 @@ impl CocoResults {
 }
 
 /// Check one result and fill what `loadRes` fills.
-fn complete(a: &mut Annotation, index: usize, kind: ResultKind, coco: &COCO) -> Result<()> {
+fn complete(a: &mut Annotation, kind: ResultKind, coco: &COCO) -> Result<()> {
     let Some(img) = coco.get_img(a.image_id) else {
         bail!("image_id is not in the ground truth (pycocotools: \"Results do not correspond to current coco set\")");
     };
@@ -417,7 +418,6 @@ fn complete(a: &mut Annotation, index: usize, kind: ResultKind, coco: &COCO) -> 
     if let Some(seg) = &a.segmentation {
         check_segmentation(seg, h, w)?;
     }
-    a.id = index as u64 + 1;
     a.iscrowd = false;
     match kind {
         ResultKind::Bbox => {

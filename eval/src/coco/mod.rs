@@ -30,6 +30,7 @@
 
 pub mod accumulate;
 pub mod load;
+mod raster;
 pub mod stats;
 pub mod stream;
 pub mod writer;
