@@ -70,6 +70,74 @@ fn check_case(dir: &std::path::Path, dt: &str, iou: IouType, seed: u64) {
     );
 }
 
+/// The generated data holds the cases the contract names (so the comparison covers them).
+fn check_coverage(dir: &std::path::Path) {
+    let read = |f: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(dir.join(f)).unwrap()).unwrap()
+    };
+    let (gt, dt) = (read("gt.json"), read("dt_segm.json"));
+    let anns = gt["annotations"].as_array().unwrap();
+    let mut per_pair = std::collections::HashMap::new();
+    for d in dt.as_array().unwrap() {
+        *per_pair
+            .entry((d["image_id"].as_u64(), d["category_id"].as_u64()))
+            .or_insert(0) += 1;
+    }
+    assert!(
+        per_pair.values().any(|&n| n > 100),
+        "an (image, category) with > 100 detections"
+    );
+    assert!(anns.iter().any(|a| a["iscrowd"] == 1), "a crowd region");
+    assert!(
+        anns.iter().any(|a| a["segmentation"].is_array()),
+        "a polygon"
+    );
+    assert!(
+        anns.iter().any(|a| a["segmentation"]["counts"].is_array()),
+        "an uncompressed RLE"
+    );
+    assert!(
+        anns.iter().any(|a| a["segmentation"]["counts"].is_string()),
+        "a compressed RLE"
+    );
+    let with_gt: std::collections::HashSet<_> =
+        anns.iter().map(|a| a["image_id"].as_u64()).collect();
+    assert!(
+        gt["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| !with_gt.contains(&i["id"].as_u64())),
+        "an empty image"
+    );
+    let cats_with_gt: std::collections::HashSet<_> =
+        anns.iter().map(|a| a["category_id"].as_u64()).collect();
+    assert!(
+        gt["categories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| !cats_with_gt.contains(&c["id"].as_u64())),
+        "a category without GT"
+    );
+    let outside = dt
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["bbox"][0].as_f64().unwrap() < 0.0);
+    assert!(outside, "a box partly outside the image");
+    let scores: Vec<f64> = dt
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["score"].as_f64().unwrap())
+        .collect();
+    assert!(
+        scores.iter().filter(|&&s| s == 0.5).count() > 1,
+        "tied scores"
+    );
+}
+
 #[test]
 fn random_sets_match_pycocotools() {
     let base = common::seed();

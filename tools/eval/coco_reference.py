@@ -68,11 +68,11 @@ def gen(seed, outdir, n_images):
     gt_cats = cat_ids[:5]
     images, anns, dets = [], [], []
     ann_id = 0 if seed % 2 == 0 else 1  # even seeds: a GT annotation with id 0
-    for img_id in rng.choice(np.arange(1, 10 * n_images), size=n_images, replace=False):
+    for idx, img_id in enumerate(rng.choice(np.arange(1, 10 * n_images), size=n_images, replace=False)):
         img_id = int(img_id)
         h, w = int(rng.integers(60, 260)), int(rng.integers(60, 260))
         images.append({"id": img_id, "height": h, "width": w, "file_name": f"{img_id}.jpg"})
-        n_obj = 0 if rng.random() < 0.15 else int(rng.integers(1, 9))
+        n_obj = 0 if rng.random() < 0.15 or idx == n_images - 1 else int(rng.integers(1, 9))
         gts = []
         for _ in range(n_obj):
             cat = int(rng.choice(gt_cats))
@@ -107,7 +107,11 @@ def gen(seed, outdir, n_images):
             gts.append((cat, bbox, mask))
             ann_id += 1
         # Detections: jittered copies of GT, plus clutter; sometimes > 100 in one image.
-        n_clutter = int(rng.integers(0, 8)) if rng.random() > 0.08 else int(rng.integers(100, 140))
+        # Usually a little clutter; sometimes 110-150 detections of one category in one image,
+        # past pycocotools' cap of 100 per image and category.
+        heavy = rng.random() < 0.08 or idx == 0
+        n_clutter = int(rng.integers(110, 150)) if heavy else int(rng.integers(0, 8))
+        heavy_cat = int(rng.choice(gt_cats))
         cand = []
         for cat, bbox, mask in gts:
             for _ in range(int(rng.integers(0, 3))):
@@ -121,7 +125,7 @@ def gen(seed, outdir, n_images):
             x, y = rng.uniform(-bw / 3, w - bw * 2 / 3), rng.uniform(-bh / 3, h - bh * 2 / 3)
             m = np.zeros((h, w), dtype=np.uint8)
             m[max(0, int(y)):max(0, int(y + bh)), max(0, int(x)):max(0, int(x + bw))] = 1
-            cand.append((int(rng.choice(cat_ids)), [x, y, bw, bh], m))
+            cand.append((heavy_cat if heavy else int(rng.choice(cat_ids)), [x, y, bw, bh], m))
         for dcat, db, m in cand:
             score = float(rng.choice([0.5, 0.25, 0.75])) if rng.random() < 0.3 else float(rng.random())
             r = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
