@@ -340,3 +340,35 @@ pub fn evaluate_dirs(gt_dir: &Path, pred_dir: &Path, cfg: SegConfig) -> Result<S
     }
     Ok(ev.metrics())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_accumulate_in_float32_like_mmseg() {
+        let mut ev = SegEvaluator::new(SegConfig::generic(2, false)).expect("config");
+        let big = ImageHist {
+            inter: vec![16_777_216, 0],
+            pred: vec![16_777_216, 3],
+            label: vec![16_777_217, 0],
+        };
+        let one = ImageHist {
+            inter: vec![1, 0],
+            pred: vec![1, 0],
+            label: vec![1, 0],
+        };
+        ev.add(&big);
+        ev.add(&one);
+        // Exact counts keep every pixel; float32 totals round as torch's float32 sums do:
+        // 2^24 + 1 is not a float32, so the label total stays 2^24 (+1 rounds to even).
+        assert_eq!(ev.exact[0].label, 16_777_218);
+        assert_eq!(ev.totals[3][0], 16_777_216.0);
+        assert_eq!(ev.exact[0].intersect, 16_777_217);
+        assert_eq!(ev.totals[0][0], 16_777_216.0);
+        // Class 1: predicted only, IoU 0 (counted in mIoU), Acc NaN (left out of mAcc).
+        let m = ev.metrics();
+        assert_eq!((m.per_class[1].iou, m.per_class[1].acc), (Some(0.0), None));
+        assert_eq!((m.miou, m.macc), (50.0, 100.0));
+    }
+}
