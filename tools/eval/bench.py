@@ -12,6 +12,7 @@ table and checks that the three tools' 12 stats agree (ours vs pycocotools withi
 import contextlib
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -34,9 +35,14 @@ def fce(gt_path, dt_path, iou):
 
 
 def timed(cmd):
+    """Wall time, CPU time (user + sys of the child) and stdout of one whole process."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return time.perf_counter() - t0, out
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return wall, cpu, out
 
 
 def main(argv):
@@ -53,30 +59,34 @@ def main(argv):
             "pycocotools 2.0.11": [py, os.path.join(HERE, "coco_reference.py"), "eval", gt, dt, iou],
             "faster-coco-eval 1.8.0": [py, os.path.abspath(__file__), "fce", gt, dt, iou],
         }
-        times, stats = {}, {}
+        times, cpus, stats = {}, {}, {}
         for name, cmd in runs.items():
             n = repeat if name.startswith("pvt") else 1
-            ts = []
+            ts, cs = [], []
             for _ in range(n):
-                t, out = timed(cmd)
+                t, c, out = timed(cmd)
                 ts.append(t)
+                cs.append(c)
             times[name] = statistics.median(ts)
+            cpus[name] = statistics.median(cs)
             v = json.loads(out)
             stats[name] = [v[k] for k in ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10",
                                           "AR100", "ARs", "ARm", "ARl"]] if "stats" not in v else v["stats"]
-            print(f"{iou} {name}: {times[name]:.2f} s (median of {n})", file=sys.stderr)
+            print(f"{iou} {name}: {times[name]:.2f} s wall, {cpus[name]:.2f} s CPU (median of {n})",
+                  file=sys.stderr)
         ref = stats["pycocotools 2.0.11"]
         diff = max(abs(a - b) for a, b in zip(stats["pvt eval coco"], ref))
         diff_fce = max(abs(a - b) for a, b in zip(stats["faster-coco-eval 1.8.0"], ref))
         for name in runs:
-            rows.append((iou, name, times[name], times["pycocotools 2.0.11"] / times[name]))
+            rows.append((iou, name, times[name], times["pycocotools 2.0.11"] / times[name],
+                         cpus[name], cpus["pycocotools 2.0.11"] / cpus[name]))
         print(f"{iou}: max |ours - pycocotools| = {diff:.3g}, "
               f"max |faster-coco-eval - pycocotools| = {diff_fce:.3g}", file=sys.stderr)
         assert diff <= 1e-12, "our stats differ from pycocotools"
-    print("| IoU type | tool | wall time (s) | speed-up vs pycocotools |")
-    print("|---|---|---:|---:|")
-    for iou, name, t, ratio in rows:
-        print(f"| {iou} | {name} | {t:.2f} | {ratio:.1f}x |")
+    print("| IoU type | tool | wall (s) | wall speed-up | CPU user+sys (s) | CPU speed-up |")
+    print("|---|---|---:|---:|---:|---:|")
+    for iou, name, t, ratio, c, cratio in rows:
+        print(f"| {iou} | {name} | {t:.2f} | {ratio:.1f}x | {c:.2f} | {cratio:.1f}x |")
 
 
 if __name__ == "__main__":
