@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 
 pub mod checkpoint;
+pub mod conv;
 pub mod image;
 pub mod ops;
 pub mod pyramid;
