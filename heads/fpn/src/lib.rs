@@ -16,7 +16,8 @@
 
 use anyhow::{bail, ensure, Result};
 use candle::{Module, Tensor};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::VarBuilder;
+use pvt_nn::conv::Conv2d;
 use pvt_nn::{FeaturePyramid, LevelSpec, PyramidSpec};
 
 /// How levels beyond the coarsest backbone level are made.

@@ -2,7 +2,8 @@
 
 use anyhow::{ensure, Result};
 use candle::{Module, Tensor};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::VarBuilder;
+use pvt_nn::conv::Conv2d;
 use pvt_nn::{FeaturePyramid, PyramidSpec};
 
 /// RetinaHead hyper-parameters (mmdetection's names).
