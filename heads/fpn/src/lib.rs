@@ -133,17 +133,7 @@ fn conv(
     stride: usize,
     vb: VarBuilder,
 ) -> candle::Result<Conv2d> {
-    conv2d(
-        cin,
-        cout,
-        k,
-        Conv2dConfig {
-            padding: k / 2,
-            stride,
-            ..Default::default()
-        },
-        vb.pp("conv"),
-    )
+    Conv2d::new(cin, cout, k, stride, k / 2, true, vb.pp("conv"))
 }
 
 impl Fpn {

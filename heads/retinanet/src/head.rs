@@ -56,16 +56,7 @@ pub struct RetinaHead {
 }
 
 fn conv3(cin: usize, cout: usize, vb: VarBuilder) -> candle::Result<Conv2d> {
-    conv2d(
-        cin,
-        cout,
-        3,
-        Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        },
-        vb,
-    )
+    Conv2d::new(cin, cout, 3, 1, 1, true, vb)
 }
 
 impl RetinaHead {
