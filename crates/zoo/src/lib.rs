@@ -1,0 +1,11 @@
+//! Named models end to end: which backbone, neck and head a published config uses, how a
+//! checkpoint's tensors are split between them, and the preprocessing the config evaluates with.
+//!
+//! This is the only crate that knows model names (`retinanet_pvt_tiny_fpn_1x_coco`, ...) and
+//! checkpoint layouts (`backbone.`, `neck.`, `bbox_head.` prefixes). Backbones and heads stay
+//! ignorant of each other; they meet here through `FeaturePyramid`.
+#![deny(missing_docs)]
+
+pub mod retinanet;
+
+pub use retinanet::{RetinaNetConfig, RetinaNetPvt};

@@ -1,0 +1,137 @@
+//! RetinaNet with a PVT v1 backbone (PVT detection configs `retinanet_pvt_{t,s,m,l}_fpn_1x_coco`).
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+use candle::{Device, Tensor};
+use pvt_backbone::{load_dense, LoadInfo, PvtConfig, PvtDense, PvtV1};
+use pvt_fpn::{Fpn, FpnConfig};
+use pvt_nn::{Backbone, Checkpoint, FeaturePyramid, StrictLoader};
+use pvt_retinanet::{DenseOutputs, RetinaHead, RetinaHeadConfig};
+use serde::{Deserialize, Serialize};
+
+/// A RetinaNet-PVT architecture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetinaNetConfig {
+    /// The backbone.
+    pub backbone: PvtConfig,
+    /// FPN output channels (256).
+    pub fpn_channels: usize,
+    /// Foreground classes (80 for COCO).
+    pub num_classes: usize,
+    /// 3×3 conv units per head branch (4).
+    pub stacked_convs: usize,
+}
+
+impl RetinaNetConfig {
+    /// `retinanet_pvt_{tiny,small,medium,large}_fpn_1x_coco`.
+    pub fn coco(variant: PvtV1) -> Self {
+        Self {
+            backbone: variant.config(),
+            fpn_channels: 256,
+            num_classes: 80,
+            stacked_convs: 4,
+        }
+    }
+
+    /// Parses `retinanet_pvt_tiny_fpn_1x_coco` (also `retinanet_pvt-t_fpn_1x_coco`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        let n = name.to_ascii_lowercase();
+        let size = n
+            .strip_prefix("retinanet_pvt")?
+            .trim_start_matches(['_', '-'])
+            .strip_suffix("_fpn_1x_coco")?;
+        Some(Self::coco(PvtV1::from_name(size)?))
+    }
+
+    fn fpn(&self) -> FpnConfig {
+        FpnConfig {
+            out_channels: self.fpn_channels,
+            ..FpnConfig::retinanet()
+        }
+    }
+
+    fn head(&self) -> RetinaHeadConfig {
+        RetinaHeadConfig {
+            num_classes: self.num_classes,
+            in_channels: self.fpn_channels,
+            feat_channels: self.fpn_channels,
+            stacked_convs: self.stacked_convs,
+            num_anchors: 9,
+        }
+    }
+}
+
+/// RetinaNet: PVT backbone → FPN (P3–P7) → RetinaHead.
+#[derive(Debug, Clone)]
+pub struct RetinaNetPvt {
+    /// The backbone.
+    pub backbone: PvtDense,
+    /// The neck.
+    pub neck: Fpn,
+    /// The head.
+    pub head: RetinaHead,
+    /// The architecture.
+    pub config: RetinaNetConfig,
+}
+
+impl RetinaNetPvt {
+    /// Loads a detector checkpoint: official PVT detection files (official backbone names) and
+    /// mmdetection's (mmdetection backbone names); `neck.*` and `bbox_head.*` are mmdetection's
+    /// in both. Every tensor must be used; anything else is an error listing the keys.
+    pub fn load(
+        ckpt: &Checkpoint,
+        config: &RetinaNetConfig,
+        device: &Device,
+    ) -> Result<(Self, LoadInfo)> {
+        let (backbone, info) = load_dense(ckpt, &config.backbone, device)?;
+        if info.prefix.is_none() {
+            bail!(
+                "{}: no `backbone.` tensors: this is a bare backbone, not a RetinaNet checkpoint (neck and head missing)",
+                ckpt.path.display()
+            );
+        }
+        let rest: BTreeMap<String, Tensor> = info
+            .outside
+            .iter()
+            .map(|k| (k.clone(), ckpt.tensors[k].clone()))
+            .collect();
+        let loader = StrictLoader::new(rest, ckpt.path.display().to_string());
+        let vb = loader.var_builder(device);
+        let neck = Fpn::new(config.fpn(), backbone.output_spec(), vb.pp("neck"))?;
+        let head = RetinaHead::new(config.head(), vb.pp("bbox_head"))?;
+        loader.finish().context("neck / head tensors")?;
+        head.check_input(neck.output_spec())?;
+        Ok((
+            Self {
+                backbone,
+                neck,
+                head,
+                config: config.clone(),
+            },
+            info,
+        ))
+    }
+
+    /// Raw outputs for a normalised, padded batch `[B, 3, H, W]`: the FPN levels and the head's
+    /// per-level logits and deltas.
+    pub fn forward_raw(&self, images: &Tensor) -> Result<(FeaturePyramid, DenseOutputs)> {
+        let feats = self.backbone.forward_pyramid(images)?;
+        let p = self.neck.forward(&feats)?;
+        let out = self.head.forward(&p)?;
+        Ok((p, out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let c = RetinaNetConfig::from_name("retinanet_pvt_small_fpn_1x_coco").unwrap();
+        assert_eq!(c.backbone, PvtV1::Small.config());
+        assert!(RetinaNetConfig::from_name("retinanet_pvt-t_fpn_1x_coco").is_some());
+        assert!(RetinaNetConfig::from_name("mask_rcnn_pvt_t_fpn_1x_coco").is_none());
+    }
+}
