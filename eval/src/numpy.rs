@@ -83,7 +83,7 @@ mod tests {
 
     #[test]
     fn round2_is_half_even_on_the_float32_product() {
-        assert_eq!(round2_f32(0.33209999), 0.33);
+        assert_eq!(round2_f32(0.3321), 0.33);
         assert_eq!(round2_f32(0.125), 0.12);
         assert_eq!(round2_f32(0.135), 0.14);
         // np.round(np.float32(33.205), 2) == 33.21 (the float32 product is 3320.5002).

@@ -29,7 +29,7 @@ fn check_case(dir: &std::path::Path, dt: &str, iou: IouType, seed: u64) {
     let ours = evaluate(&gt, res, iou).expect("evaluate");
     assert_eq!(
         ours.fenced_zero_id,
-        seed % 2 == 0,
+        seed.is_multiple_of(2),
         "even seeds have a GT id 0"
     );
     let want: Vec<f64> = reference["stats"]
@@ -147,6 +147,7 @@ fn random_sets_match_pycocotools() {
             "coco_reference.py",
             &["gen", &seed.to_string(), dir.to_str().unwrap()],
         );
+        check_coverage(&dir);
         check_case(&dir, "dt_bbox.json", IouType::Bbox, seed);
         check_case(&dir, "dt_segm.json", IouType::Bbox, seed);
         check_case(&dir, "dt_segm.json", IouType::Segm, seed);

@@ -2,10 +2,12 @@
 crates/cli/src/eval_cmd.rs) against pycocotools and faster-coco-eval on the same files, in the
 same run, on the same machine. JSON loading is included in every time.
 
-    python bench.py OURS_BINARY DATADIR [--repeat N]
+    python bench.py DATADIR --ours "LABEL=COMMAND" [--ours ...] [--repeat N]
 
-DATADIR holds gt.json, dt_bbox.json, dt_segm.json (tools/eval/bench_gen.py). Prints a Markdown
-table and checks that the three tools' 12 stats agree (ours vs pycocotools within 1e-12).
+COMMAND is how to call our `eval` subcommands, e.g. "pvt eval coco=target/release/pvt eval";
+`coco --gt ... --dt ... --iou-type ... --json` is appended. DATADIR holds gt.json, dt_bbox.json,
+dt_segm.json (tools/eval/bench_gen.py). Prints a Markdown table and checks that every tool's 12
+stats agree with pycocotools' (ours within 1e-12).
     python bench.py fce GT DT IOU     (internal: faster-coco-eval run, prints its stats)
 """
 
@@ -13,6 +15,7 @@ import contextlib
 import json
 import os
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -48,20 +51,21 @@ def timed(cmd):
 def main(argv):
     if argv and argv[0] == "fce":
         return fce(argv[1], argv[2], argv[3])
-    ours, data = argv[0], argv[1]
+    data = argv[0]
     repeat = int(argv[argv.index("--repeat") + 1]) if "--repeat" in argv else 3
+    ours = [argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--ours"]
     py = sys.executable
     rows = []
     for iou in ["bbox", "segm"]:
         gt, dt = os.path.join(data, "gt.json"), os.path.join(data, f"dt_{iou}.json")
-        runs = {
-            "pvt eval coco": [ours, "coco", "--gt", gt, "--dt", dt, "--iou-type", iou, "--json"],
-            "pycocotools 2.0.11": [py, os.path.join(HERE, "coco_reference.py"), "eval", gt, dt, iou],
-            "faster-coco-eval 1.8.0": [py, os.path.abspath(__file__), "fce", gt, dt, iou],
-        }
+        runs = {label: shlex.split(cmd) + ["coco", "--gt", gt, "--dt", dt, "--iou-type", iou, "--json"]
+                for label, cmd in ours}
+        runs["pycocotools 2.0.11"] = [py, os.path.join(HERE, "coco_reference.py"), "eval", gt, dt, iou]
+        runs["faster-coco-eval 1.8.0"] = [py, os.path.abspath(__file__), "fce", gt, dt, iou]
+        mine = [label for label, _ in ours]
         times, cpus, stats = {}, {}, {}
         for name, cmd in runs.items():
-            n = repeat if name.startswith("pvt") else 1
+            n = repeat if name in mine else 1
             ts, cs = [], []
             for _ in range(n):
                 t, c, out = timed(cmd)
@@ -75,7 +79,7 @@ def main(argv):
             print(f"{iou} {name}: {times[name]:.2f} s wall, {cpus[name]:.2f} s CPU (median of {n})",
                   file=sys.stderr)
         ref = stats["pycocotools 2.0.11"]
-        diff = max(abs(a - b) for a, b in zip(stats["pvt eval coco"], ref))
+        diff = max(abs(a - b) for m in mine for a, b in zip(stats[m], ref))
         diff_fce = max(abs(a - b) for a, b in zip(stats["faster-coco-eval 1.8.0"], ref))
         for name in runs:
             rows.append((iou, name, times[name], times["pycocotools 2.0.11"] / times[name],

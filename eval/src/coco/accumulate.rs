@@ -162,12 +162,12 @@ impl Accumulated {
         // makes -0.0 and 0.0 compare equal, as numpy does.
         let mut order: Vec<usize> = (0..scores.len()).collect();
         order.sort_by(|&i, &j| (scores[j] + 0.0).total_cmp(&(scores[i] + 0.0)));
-        for t in 0..nt {
+        for (t, row) in flags.iter().enumerate() {
             let (mut tp, mut fp) = (0u64, 0u64);
             let mut rc = Vec::with_capacity(order.len());
             let mut pr = Vec::with_capacity(order.len());
             for &i in &order {
-                let (is_tp, is_fp) = flags[t][i];
+                let (is_tp, is_fp) = row[i];
                 tp += u64::from(is_tp);
                 fp += u64::from(is_fp);
                 let (tpf, fpf) = (tp as f64, fp as f64);
