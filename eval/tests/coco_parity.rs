@@ -149,6 +149,8 @@ fn random_sets_match_pycocotools() {
         );
         check_coverage(&dir);
         check_case(&dir, "dt_bbox.json", IouType::Bbox, seed);
+        // Box-only results in a segm evaluation: each box becomes a 4-corner polygon.
+        check_case(&dir, "dt_bbox.json", IouType::Segm, seed);
         check_case(&dir, "dt_segm.json", IouType::Bbox, seed);
         check_case(&dir, "dt_segm.json", IouType::Segm, seed);
         check_case(&dir, "dt_segm_nobox.json", IouType::Segm, seed);
