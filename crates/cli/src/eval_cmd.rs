@@ -103,7 +103,7 @@ fn coco(a: &CocoArgs, warn: &mut dyn FnMut(&str)) -> Result<String> {
     if let Some(p) = &a.plot {
         let title = format!("COCO {iou} precision / recall");
         pvt_eval::plot::plot_pr_curves(&ev.accumulated, &title, p)?;
-        warn(&format!("wrote {}", p.display()));
+        eprintln!("wrote {}", p.display());
     }
     if a.json {
         return Ok(format!("{}\n", coco_json(&ev, a.per_class)?));
