@@ -9,6 +9,7 @@ use crate::coco::writer::write_atomic;
 use crate::coco::Accumulated;
 use anyhow::{bail, Context, Result};
 use image::{Rgb, RgbImage};
+use pvt_vis::{put, text};
 use std::path::Path;
 
 const W: u32 = 720;
@@ -122,36 +123,6 @@ fn line(img: &mut RgbImage, a: (f64, f64), b: (f64, f64), c: Rgb<u8>, width: i32
         for dy in 0..width {
             for dx in 0..width {
                 put(img, x.round() as i32 + dx, y.round() as i32 + dy, c);
-            }
-        }
-    }
-}
-
-fn put(img: &mut RgbImage, x: i32, y: i32, c: Rgb<u8>) {
-    if x >= 0 && y >= 0 && (x as u32) < img.width() && (y as u32) < img.height() {
-        img.put_pixel(x as u32, y as u32, c);
-    }
-}
-
-/// ASCII text with the 8x8 glyphs, scaled by `scale`; other characters print as `?`.
-fn text(img: &mut RgbImage, x: i32, y: i32, s: &str, c: Rgb<u8>, scale: i32) {
-    for (i, ch) in s.chars().enumerate() {
-        let code = if ch.is_ascii() {
-            ch as usize
-        } else {
-            '?' as usize
-        };
-        let glyph = font8x8::legacy::BASIC_LEGACY[code];
-        for (row, bits) in glyph.iter().enumerate() {
-            for col in 0..8 {
-                if bits & (1 << col) != 0 {
-                    for dy in 0..scale {
-                        for dx in 0..scale {
-                            let px = x + (i as i32 * 8 + col) * scale + dx;
-                            put(img, px, y + row as i32 * scale + dy, c);
-                        }
-                    }
-                }
             }
         }
     }

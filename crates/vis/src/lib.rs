@@ -1,0 +1,184 @@
+//! Pictures of results, for people: boxes with class names and scores drawn on the image,
+//! segmentation maps as colour overlays with a legend of the classes present.
+//!
+//! Text uses the public-domain 8×8 bitmap font of the `font8x8` crate, scaled, so nothing depends
+//! on fonts installed on the machine. Plain data in, `image::RgbImage` out; no candle.
+#![deny(missing_docs)]
+
+use image::{Rgb, RgbImage};
+use pvt_types::Detections;
+
+/// Sets a pixel if it lies inside the image.
+pub fn put(img: &mut RgbImage, x: i32, y: i32, c: Rgb<u8>) {
+    if x >= 0 && y >= 0 && (x as u32) < img.width() && (y as u32) < img.height() {
+        img.put_pixel(x as u32, y as u32, c);
+    }
+}
+
+/// Width in pixels of `s` drawn by [`text`] at `scale`.
+pub fn text_width(s: &str, scale: i32) -> i32 {
+    s.chars().count() as i32 * 8 * scale
+}
+
+/// ASCII text with the 8×8 glyphs, each pixel drawn as a `scale`×`scale` square, top-left at
+/// `(x, y)`; other characters print as `?`.
+pub fn text(img: &mut RgbImage, x: i32, y: i32, s: &str, c: Rgb<u8>, scale: i32) {
+    for (i, ch) in s.chars().enumerate() {
+        let code = if ch.is_ascii() {
+            ch as usize
+        } else {
+            '?' as usize
+        };
+        let glyph = font8x8::legacy::BASIC_LEGACY[code];
+        for (row, bits) in glyph.iter().enumerate() {
+            for col in 0..8 {
+                if bits & (1 << col) != 0 {
+                    for dy in 0..scale {
+                        for dx in 0..scale {
+                            put(
+                                img,
+                                x + (i as i32 * 8 + col) * scale + dx,
+                                y + row as i32 * scale + dy,
+                                c,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Fills the rectangle `[x0, x1) × [y0, y1)` (clipped).
+pub fn fill_rect(img: &mut RgbImage, x0: i32, y0: i32, x1: i32, y1: i32, c: Rgb<u8>) {
+    for y in y0.max(0)..y1.min(img.height() as i32) {
+        for x in x0.max(0)..x1.min(img.width() as i32) {
+            img.put_pixel(x as u32, y as u32, c);
+        }
+    }
+}
+
+/// A distinct, saturated colour for class `i` (golden-angle hue walk).
+pub fn class_color(i: usize) -> Rgb<u8> {
+    let h = (i as f32 * 137.508) % 360.0;
+    let (s, v) = (0.75f32, 0.95f32);
+    let c = v * s;
+    let x = c * (1.0 - ((h / 60.0) % 2.0 - 1.0).abs());
+    let m = v - c;
+    let (r, g, b) = match (h / 60.0) as u32 {
+        0 => (c, x, 0.0),
+        1 => (x, c, 0.0),
+        2 => (0.0, c, x),
+        3 => (0.0, x, c),
+        4 => (x, 0.0, c),
+        _ => (c, 0.0, x),
+    };
+    Rgb([
+        ((r + m) * 255.0) as u8,
+        ((g + m) * 255.0) as u8,
+        ((b + m) * 255.0) as u8,
+    ])
+}
+
+fn luminance(c: Rgb<u8>) -> f32 {
+    0.299 * c[0] as f32 + 0.587 * c[1] as f32 + 0.114 * c[2] as f32
+}
+
+/// Draws every detection with `score >= score_thr`: a class-coloured box (2 px, 3 px on large
+/// images) and a filled label `name score` above it (inside when there is no room), lowest scores
+/// first so the best ones stay on top. `names[label]` names the classes (falls back to the
+/// index).
+pub fn draw_detections(img: &mut RgbImage, dets: &Detections, names: &[String], score_thr: f32) {
+    let thick = if img.width().max(img.height()) > 1000 {
+        3
+    } else {
+        2
+    };
+    let scale = if img.width().max(img.height()) > 1000 {
+        2
+    } else {
+        1
+    };
+    let mut order: Vec<usize> = (0..dets.len())
+        .filter(|&i| dets.scores()[i] >= score_thr)
+        .collect();
+    order.sort_by(|&a, &b| {
+        dets.scores()[a]
+            .total_cmp(&dets.scores()[b])
+            .then(b.cmp(&a))
+    });
+    for i in order {
+        let [x1, y1, x2, y2] = dets.boxes()[i];
+        let label = dets.classes()[i].0 as usize;
+        let color = class_color(label);
+        let (x1, y1, x2, y2) = (
+            x1.round() as i32,
+            y1.round() as i32,
+            x2.round() as i32,
+            y2.round() as i32,
+        );
+        for t in 0..thick {
+            for x in x1..=x2 {
+                put(img, x, y1 + t, color);
+                put(img, x, y2 - t, color);
+            }
+            for y in y1..=y2 {
+                put(img, x1 + t, y, color);
+                put(img, x2 - t, y, color);
+            }
+        }
+        let name = names
+            .get(label)
+            .cloned()
+            .unwrap_or_else(|| format!("class {label}"));
+        let caption = format!("{name} {:.2}", dets.scores()[i]);
+        let (w, h) = (text_width(&caption, scale) + 4, 8 * scale + 4);
+        let ty = if y1 - h >= 0 { y1 - h } else { y1 };
+        fill_rect(img, x1, ty, x1 + w, ty + h, color);
+        let fg = if luminance(color) > 140.0 {
+            Rgb([0, 0, 0])
+        } else {
+            Rgb([255, 255, 255])
+        };
+        text(img, x1 + 2, ty + 2, &caption, fg, scale);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boxes_and_labels_are_drawn_where_expected() {
+        let mut img = RgbImage::from_pixel(200, 120, Rgb([255, 255, 255]));
+        let dets = Detections::new(
+            pvt_types::ImageSize::new(120, 200),
+            vec![[40.0, 50.0, 150.0, 110.0], [0.0, 0.0, 10.0, 10.0]],
+            vec![0.9, 0.1],
+            vec![pvt_types::ClassIdx(3), pvt_types::ClassIdx(1)],
+            None,
+        )
+        .unwrap();
+        draw_detections(
+            &mut img,
+            &dets,
+            &["a".into(), "b".into(), "c".into(), "dog".into()],
+            0.3,
+        );
+        let c = class_color(3);
+        assert_eq!(*img.get_pixel(100, 50), c); // top edge
+        assert_eq!(*img.get_pixel(150, 80), c); // right edge
+        assert_eq!(*img.get_pixel(100, 80), Rgb([255, 255, 255])); // inside untouched
+                                                                   // the label background sits above the box
+        assert_eq!(*img.get_pixel(41, 40), c);
+        // the low-score detection is not drawn
+        assert_eq!(*img.get_pixel(5, 0), Rgb([255, 255, 255]));
+    }
+
+    #[test]
+    fn colours_differ_between_neighbouring_classes() {
+        for i in 0..80 {
+            assert_ne!(class_color(i), class_color(i + 1));
+        }
+    }
+}
