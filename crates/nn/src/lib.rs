@@ -11,12 +11,15 @@
 //!   matrices with `align_corners=False`, patch convolutions written as matmuls.
 //! - [`image`]: image decoding (EXIF orientation applied), PIL-exact bicubic resizing for the
 //!   ImageNet evaluation transform, normalisation and padding to an [`ImageBatch`].
+//! - [`cv_resize`]: OpenCV-exact `cv2.resize(INTER_LINEAR)` on 8-bit images and mmcv's size rules
+//!   (mmdet `Resize(keep_ratio=True)`, PVT-seg `AlignResize`) for detection / segmentation inputs.
 //!
 //! This crate knows nothing of PVT, FPN, anchors or datasets.
 #![deny(missing_docs)]
 
 pub mod checkpoint;
 pub mod conv;
+pub mod cv_resize;
 pub mod image;
 pub mod ops;
 pub mod pyramid;
