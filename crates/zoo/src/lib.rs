@@ -6,6 +6,7 @@
 //! ignorant of each other; they meet here through `FeaturePyramid`.
 #![deny(missing_docs)]
 
+pub mod det_input;
 pub mod retinanet;
 
 pub use retinanet::{RetinaNetConfig, RetinaNetPvt};
