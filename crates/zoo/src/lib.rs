@@ -7,6 +7,9 @@
 #![deny(missing_docs)]
 
 pub mod det_input;
+pub mod detector;
 pub mod retinanet;
+pub mod runner;
 
+pub use detector::ImageDetector;
 pub use retinanet::{RetinaNetConfig, RetinaNetPvt};
