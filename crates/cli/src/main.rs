@@ -5,6 +5,7 @@
 //! `eval` (COCO AP and ADE20K mIoU on result files).
 
 mod backbone_cmd;
+mod detect_cmd;
 mod eval_cmd;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +39,12 @@ enum Cmd {
     Convert(backbone_cmd::ConvertArgs),
     /// Time the dense backbone on random weights (see BENCHMARKS.md).
     Bench(backbone_cmd::BenchArgs),
+    /// Detect objects in one image (RetinaNet-PVT): print, write JSON, draw.
+    Detect(detect_cmd::DetectArgs),
+    /// Run a detector over a whole COCO-format split (resumable, shardable, --eval).
+    Infer(detect_cmd::InferArgs),
+    /// Merge results files (e.g. shards of one split) into one.
+    MergeResults(detect_cmd::MergeArgs),
     /// Evaluate results: COCO AP (bbox, segm) or ADE20K mIoU.
     #[command(subcommand)]
     Eval(eval_cmd::EvalCmd),
@@ -59,6 +66,9 @@ fn main() {
         Cmd::Info(a) => backbone_cmd::info(a),
         Cmd::Convert(a) => backbone_cmd::convert(a),
         Cmd::Bench(a) => backbone_cmd::bench(a),
+        Cmd::Detect(a) => detect_cmd::detect(a),
+        Cmd::Infer(a) => detect_cmd::infer(a),
+        Cmd::MergeResults(a) => detect_cmd::merge(a),
         Cmd::Eval(c) => eval_cmd::run(c),
     };
     if let Err(e) = res {

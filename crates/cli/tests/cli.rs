@@ -228,3 +228,106 @@ fn info_describes_checkpoints_and_errors_are_clean() {
     let (ok, _, err) = pvt(&["convert", &fixture("mini_cls_official_f16.pth"), "out.pth"]);
     assert!(!ok && err.contains(".safetensors"), "{err}");
 }
+
+fn retina_args() -> Vec<String> {
+    vec![
+        "--config".into(),
+        root()
+            .join("assets/configs/retinanet_pvt_mini.json")
+            .display()
+            .to_string(),
+        "--weights".into(),
+        root()
+            .join("assets/fixtures/retinanet/mini_retinanet_official_f16.pth")
+            .display()
+            .to_string(),
+    ]
+}
+
+#[test]
+fn detect_writes_json_and_a_picture() {
+    let out = tmp("dets.json");
+    let vis = tmp("vis.png");
+    let mut args: Vec<String> = vec!["detect".into()];
+    args.extend(retina_args());
+    args.extend([
+        "--image".into(),
+        chelsea(),
+        "--out".into(),
+        out.display().to_string(),
+        "--vis".into(),
+        vis.display().to_string(),
+    ]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, stdout, err) = pvt(&a);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("100 detections"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let recs = v.as_array().unwrap();
+    assert_eq!(recs.len(), 100);
+    assert!(recs
+        .iter()
+        .all(|r| r["bbox"].as_array().unwrap().len() == 4 && r["category"].is_string()));
+    let img = image::open(&vis).unwrap();
+    assert_eq!((img.width(), img.height()), (451, 300));
+}
+
+#[test]
+fn infer_runs_a_split_resumes_and_evaluates() {
+    let dir = tmp("split");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(root().join("assets/images/chelsea.png"), dir.join("a.png")).unwrap();
+    std::fs::copy(
+        root().join("assets/images/coffee_crop_233x599.png"),
+        dir.join("b.png"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("broken.png"), b"\x89PNG truncated").unwrap();
+    let cats: Vec<serde_json::Value> = (1..=8)
+        .map(|i| serde_json::json!({"id": i, "name": format!("c{i}")}))
+        .collect();
+    let gt = serde_json::json!({
+        "images": [
+            {"id": 1, "file_name": "a.png", "width": 451, "height": 300},
+            {"id": 2, "file_name": "b.png", "width": 599, "height": 233},
+            {"id": 3, "file_name": "broken.png", "width": 10, "height": 10}
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 5, "bbox": [370.0, 140.0, 20.0, 20.0], "area": 400.0, "iscrowd": 0},
+            {"id": 2, "image_id": 2, "category_id": 2, "bbox": [10.0, 10.0, 100.0, 100.0], "area": 10000.0, "iscrowd": 0}
+        ],
+        "categories": cats
+    });
+    let ann = dir.join("ann.json");
+    std::fs::write(&ann, serde_json::to_vec(&gt).unwrap()).unwrap();
+    let out = dir.join("res.json");
+    let mut args: Vec<String> = vec!["infer".into()];
+    args.extend(retina_args());
+    args.extend([
+        "--images".into(),
+        dir.display().to_string(),
+        "--ann".into(),
+        ann.display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+        "--eval".into(),
+    ]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, stdout, err) = pvt(&a);
+    assert!(ok, "{err}");
+    assert!(err.contains("image 3 skipped"), "{err}");
+    assert!(
+        err.contains("3 images run, 0 resumed, 1 failed; 200 results"),
+        "{err}"
+    );
+    assert!(
+        stdout.contains("Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]"),
+        "{stdout}"
+    );
+    let first = std::fs::read(&out).unwrap();
+    // a second run finds everything done and writes the same results
+    let (ok, _, err) = pvt(&a);
+    assert!(ok, "{err}");
+    assert!(err.contains("0 images run, 3 resumed"), "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), first);
+}

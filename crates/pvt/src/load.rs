@@ -44,14 +44,14 @@ impl LoadInfo {
         s += &format!(", {} naming", self.dialect);
         if !self.dropped.is_empty() {
             s += &format!(
-                "; dropped {} classifier-only tensor(s): {}",
+                "; dropped {} tensor(s) the dense backbone does not use: {}",
                 self.dropped.len(),
                 self.dropped.join(", ")
             );
         }
         if !self.outside.is_empty() {
             s += &format!(
-                "; ignored {} tensor(s) outside the backbone",
+                "; {} tensor(s) outside the backbone (neck, heads)",
                 self.outside.len()
             );
         }

@@ -134,13 +134,15 @@ pub fn draw_detections(img: &mut RgbImage, dets: &Detections, names: &[String], 
         let caption = format!("{name} {:.2}", dets.scores()[i]);
         let (w, h) = (text_width(&caption, scale) + 4, 8 * scale + 4);
         let ty = if y1 - h >= 0 { y1 - h } else { y1 };
-        fill_rect(img, x1, ty, x1 + w, ty + h, color);
+        // keep the label inside the image on the right
+        let tx = x1.min(img.width() as i32 - w).max(0);
+        fill_rect(img, tx, ty, tx + w, ty + h, color);
         let fg = if luminance(color) > 140.0 {
             Rgb([0, 0, 0])
         } else {
             Rgb([255, 255, 255])
         };
-        text(img, x1 + 2, ty + 2, &caption, fg, scale);
+        text(img, tx + 2, ty + 2, &caption, fg, scale);
     }
 }
 

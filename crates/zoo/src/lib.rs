@@ -10,6 +10,8 @@ pub mod det_input;
 pub mod detector;
 pub mod retinanet;
 pub mod runner;
+pub mod semantic_fpn;
 
 pub use detector::ImageDetector;
-pub use retinanet::{RetinaNetConfig, RetinaNetPvt};
+pub use retinanet::{RetinaNetConfig, RetinaNetDetector, RetinaNetPvt};
+pub use semantic_fpn::{SemanticFpnConfig, SemanticFpnPvt};

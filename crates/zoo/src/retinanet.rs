@@ -4,10 +4,19 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 use candle::{Device, Tensor};
+use image::RgbImage;
 use pvt_backbone::{load_dense, LoadInfo, PvtConfig, PvtDense, PvtV1};
+use pvt_det_ops::{AnchorConfig, AnchorGenerator};
 use pvt_fpn::{Fpn, FpnConfig};
+use pvt_nn::cv_resize::MMDET_COCO_SCALE;
 use pvt_nn::{Backbone, Checkpoint, FeaturePyramid, StrictLoader};
-use pvt_retinanet::{DenseOutputs, RetinaHead, RetinaHeadConfig};
+use pvt_retinanet::{
+    postprocess, DenseOutputs, ImageMeta, RetinaHead, RetinaHeadConfig, RetinaPostprocess,
+};
+use pvt_types::{CategoryMap, Detections};
+
+use crate::det_input::preprocess_det_scale;
+use crate::ImageDetector;
 use serde::{Deserialize, Serialize};
 
 /// A RetinaNet-PVT architecture.
@@ -133,5 +142,65 @@ mod tests {
         assert_eq!(c.backbone, PvtV1::Small.config());
         assert!(RetinaNetConfig::from_name("retinanet_pvt-t_fpn_1x_coco").is_some());
         assert!(RetinaNetConfig::from_name("mask_rcnn_pvt_t_fpn_1x_coco").is_none());
+    }
+}
+
+/// A ready-to-use RetinaNet detector: the network, its anchors, the mmdetection test pipeline
+/// and post-processing.
+#[derive(Debug, Clone)]
+pub struct RetinaNetDetector {
+    /// The network.
+    pub model: RetinaNetPvt,
+    /// Post-processing settings (mmdet ≤ 2.17 algorithm; CUDA NMS rule by default).
+    pub postprocess: RetinaPostprocess,
+    /// Test scale `(long, short)` of the resize (1333, 800).
+    pub scale: (usize, usize),
+    anchors: AnchorGenerator,
+    class_names: Vec<String>,
+    device: Device,
+}
+
+impl RetinaNetDetector {
+    /// Wraps a loaded model with the COCO test settings. Class names are COCO's when the head
+    /// has 80 classes, `class i` otherwise.
+    pub fn new(model: RetinaNetPvt, device: &Device) -> Result<Self> {
+        let k = model.config.num_classes;
+        let class_names = if k == 80 {
+            CategoryMap::coco80().names().to_vec()
+        } else {
+            (0..k).map(|i| format!("class {i}")).collect()
+        };
+        Ok(Self {
+            model,
+            postprocess: RetinaPostprocess::default(),
+            scale: MMDET_COCO_SCALE,
+            anchors: AnchorGenerator::new(&AnchorConfig::retinanet())?,
+            class_names,
+            device: device.clone(),
+        })
+    }
+}
+
+impl ImageDetector for RetinaNetDetector {
+    fn detect(&self, img: &RgbImage) -> Result<Detections> {
+        let input = preprocess_det_scale(img, self.scale, &self.device)?;
+        let (_, out) = self.model.forward_raw(&input.batch.pixels)?;
+        let meta = ImageMeta {
+            img_shape: input.img_shape,
+            ori_shape: input.ori_shape,
+            scale_factor: input.scale_factor,
+        };
+        postprocess(
+            &out,
+            0,
+            &self.anchors,
+            &meta,
+            self.model.config.num_classes,
+            &self.postprocess,
+        )
+    }
+
+    fn class_names(&self) -> &[String] {
+        &self.class_names
     }
 }

@@ -1,0 +1,230 @@
+//! `pvt detect` (one image) and `pvt infer` (a whole COCO-format split).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use candle::Device;
+use clap::Args;
+use pvt_eval::coco::CocoGt;
+use pvt_nn::image::load_rgb;
+use pvt_nn::Checkpoint;
+use pvt_types::CategoryMap;
+use pvt_zoo::runner::{merge_results, run_split, split_images, Shard};
+use pvt_zoo::{ImageDetector, RetinaNetConfig, RetinaNetDetector, RetinaNetPvt};
+
+/// Which detector: a published name or a JSON config.
+#[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct ModelArgs {
+    /// Published model: retinanet_pvt_{tiny,small,medium,large}_fpn_1x_coco.
+    #[arg(long)]
+    model: Option<String>,
+    /// A JSON detector config (see assets/configs/) instead of --model.
+    #[arg(long, value_name = "JSON")]
+    config: Option<PathBuf>,
+}
+
+fn load_detector(m: &ModelArgs, weights: &PathBuf) -> Result<RetinaNetDetector> {
+    let cfg = if let Some(name) = &m.model {
+        RetinaNetConfig::from_name(name).with_context(|| {
+            format!("unknown model `{name}`; expected retinanet_pvt_{{tiny,small,medium,large}}_fpn_1x_coco")
+        })?
+    } else {
+        let path = m
+            .config
+            .as_ref()
+            .expect("clap enforces one of --model / --config");
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: invalid detector config", path.display()))?
+    };
+    let dev = Device::Cpu;
+    let ckpt = Checkpoint::load(weights)?;
+    let (model, info) = RetinaNetPvt::load(&ckpt, &cfg, &dev)?;
+    eprintln!("{}: {}", weights.display(), info.summary());
+    RetinaNetDetector::new(model, &dev)
+}
+
+#[derive(Args, Debug)]
+pub struct DetectArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Checkpoint (official PVT detection or mmdetection RetinaNet-PVT).
+    #[arg(long)]
+    weights: PathBuf,
+    /// Image file.
+    #[arg(long)]
+    image: PathBuf,
+    /// Write the detections as COCO-style JSON records (image_id 0, category ids of COCO when
+    /// the model has 80 classes, plus the class name).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Draw the detections on the image and save it (PNG or JPEG by extension).
+    #[arg(long)]
+    vis: Option<PathBuf>,
+    /// Only detections scoring at least this are printed and drawn (all are written to --out).
+    #[arg(long, default_value_t = 0.3)]
+    score_thr: f32,
+}
+
+pub fn detect(a: DetectArgs) -> Result<()> {
+    let det = load_detector(&a.model, &a.weights)?;
+    let img = load_rgb(&a.image)?;
+    let t0 = Instant::now();
+    let dets = det.detect(&img)?;
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    let names = det.class_names();
+    let map = if names.len() == 80 {
+        CategoryMap::coco80()
+    } else {
+        CategoryMap::new((1..=names.len() as u64).collect(), names.to_vec())?
+    };
+    println!(
+        "{}: {} detections in {ms:.0} ms ({} with score >= {})",
+        a.image.display(),
+        dets.len(),
+        dets.scores().iter().filter(|&&s| s >= a.score_thr).count(),
+        a.score_thr
+    );
+    for i in (0..dets.len()).filter(|&i| dets.scores()[i] >= a.score_thr) {
+        let b = dets.boxes()[i];
+        let c = dets.classes()[i].0 as usize;
+        println!(
+            "  {:<16} {:.3}  [{:.1}, {:.1}, {:.1}, {:.1}]",
+            names.get(c).map(String::as_str).unwrap_or("?"),
+            dets.scores()[i],
+            b[0],
+            b[1],
+            b[2],
+            b[3]
+        );
+    }
+    if let Some(out) = &a.out {
+        let recs = pvt_eval::coco::writer::records(0, &dets, &map)?;
+        let mut vals = vec![];
+        for (r, c) in recs.iter().zip(dets.classes()) {
+            let mut v = serde_json::to_value(r)?;
+            v["category"] = serde_json::Value::from(map.name(*c).unwrap_or("?"));
+            vals.push(v);
+        }
+        pvt_eval::coco::writer::write_atomic(out, &serde_json::to_vec_pretty(&vals)?)?;
+        println!("wrote {}", out.display());
+    }
+    if let Some(vis) = &a.vis {
+        let mut canvas = img.clone();
+        pvt_vis::draw_detections(&mut canvas, &dets, names, a.score_thr);
+        canvas
+            .save(vis)
+            .with_context(|| format!("cannot write {}", vis.display()))?;
+        println!("wrote {}", vis.display());
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct InferArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Checkpoint.
+    #[arg(long)]
+    weights: PathBuf,
+    /// Folder holding the split's images (file_name of the annotation file).
+    #[arg(long)]
+    images: PathBuf,
+    /// COCO-format annotation file of the split (image list, categories; GT for --eval).
+    #[arg(long)]
+    ann: PathBuf,
+    /// Results file (COCO results JSON); progress goes to `<out>.partial.jsonl` and an
+    /// interrupted run resumes from it.
+    #[arg(long)]
+    out: PathBuf,
+    /// Evaluate the results against --ann when done (bbox AP, pycocotools' summary).
+    #[arg(long)]
+    eval: bool,
+    /// Run only shard i of n (`i/n`); merge the shards' outputs with `pvt merge-results`.
+    #[arg(long)]
+    shard: Option<String>,
+}
+
+pub fn infer(a: InferArgs) -> Result<()> {
+    let shard = a
+        .shard
+        .as_deref()
+        .map(Shard::parse)
+        .transpose()?
+        .unwrap_or(Shard::ALL);
+    let gt = CocoGt::from_file(&a.ann)?;
+    let map = gt.category_map()?;
+    let det = load_detector(&a.model, &a.weights)?;
+    anyhow::ensure!(
+        map.len() == det.class_names().len(),
+        "{} has {} categories but the model predicts {} classes",
+        a.ann.display(),
+        map.len(),
+        det.class_names().len()
+    );
+    let images = split_images(&gt, &a.images, shard);
+    let pb = indicatif::ProgressBar::new(images.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} images  {per_sec}  ETA {eta}  {msg}",
+        )
+        .expect("template"),
+    );
+    let summary = run_split(&det, &images, &map, &a.out, |s, failed| {
+        if s.processed == 1 && s.resumed > 0 {
+            pb.set_position(s.resumed as u64);
+            pb.reset_eta();
+        }
+        if let Some((id, why)) = failed {
+            let line = format!("image {id} skipped: {why}");
+            if pb.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                pb.println(line);
+            }
+        }
+        pb.inc(1);
+        pb.set_message(format!("{} failed", s.failed.len()));
+    })?;
+    pb.finish_and_clear();
+    eprintln!(
+        "{} images run, {} resumed, {} failed; {} results written to {}",
+        summary.processed,
+        summary.resumed,
+        summary.failed.len(),
+        summary.records,
+        a.out.display()
+    );
+    if a.eval {
+        if shard != Shard::ALL {
+            eprintln!("--eval skipped for a shard: merge the shards with `pvt merge-results`, then `pvt eval coco`");
+        } else {
+            crate::eval_cmd::run(crate::eval_cmd::EvalCmd::Coco(crate::eval_cmd::CocoArgs {
+                gt: a.ann.clone(),
+                dt: a.out.clone(),
+                iou_type: crate::eval_cmd::IouTypeArg::Bbox,
+                json: false,
+                per_class: false,
+                plot: None,
+            }))?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// Output results file.
+    out: PathBuf,
+    /// Results files to merge (e.g. the shards of one split).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+}
+
+pub fn merge(a: MergeArgs) -> Result<()> {
+    let n = merge_results(&a.inputs, &a.out)?;
+    println!("wrote {} ({n} results)", a.out.display());
+    Ok(())
+}

@@ -1,0 +1,367 @@
+//! Semantic FPN with a PVT v1 backbone, as the official PVT segmentation configs build it
+//! (`segmentation/configs/sem_fpn/PVT/fpn_pvt_{t,s,m,l}_ade20k_40k.py` over mmseg 0.13's
+//! `_base_/models/fpn_r50.py`, spec §4.4), and their ADE20K test pipeline (spec §4.0):
+//!
+//! 1. PVT-seg `AlignResize(img_scale=(2048, 512), keep_ratio=True, size_divisor=32)`: mmcv
+//!    `imrescale` (OpenCV-exact bilinear on 8-bit pixels) then a second bilinear stretch to the
+//!    next multiples of 32 — no padding ([`pvt_nn::cv_resize::align_resize`]);
+//! 2. `Normalize` with the ImageNet mean / std on 0..255, RGB;
+//! 3. the network: backbone → FPN (4 levels, 256 channels) → `FPNHead` → logits at stride 4;
+//! 4. `EncoderDecoder` test: the logits are bilinearly resized (`align_corners=False`) to the
+//!    network input size ([`Inference::Whole`], the configs' `mode='whole'`; or averaged over
+//!    overlapping crops, [`Inference::Slide`], mmseg's `slide_inference`), then resized again to
+//!    the original image size; per-pixel argmax (the reference takes a softmax first, which only
+//!    matters where the two best logits are equal to float precision; ties go to the lower class
+//!    index here).
+//!
+//! Checkpoints: the official PVT-seg releases (mmseg `save_checkpoint`: a `state_dict` with
+//! `backbone.*` in the official PVT naming, `neck.*`, `decode_head.*`). The configs have no
+//! auxiliary head; `auxiliary_head.*` tensors, if a file has them, are dropped and reported in
+//! [`LoadInfo::dropped`]. Everything else must be used by the model.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, ensure, Context, Result};
+use candle::{Device, Tensor};
+use image::RgbImage;
+use pvt_backbone::{load_dense, LoadInfo, PvtConfig, PvtDense, PvtV1};
+use pvt_fpn::{Fpn, FpnConfig};
+use pvt_nn::cv_resize::{align_resize, PVT_ADE20K_SCALE};
+use pvt_nn::image::normalize_255;
+use pvt_nn::{Backbone, Checkpoint, PyramidSpec, StrictLoader};
+use pvt_semantic_fpn::{argmax_channels, resize_bilinear, FpnHead, FpnHeadConfig, PixelGrid};
+use pvt_types::{ImageSize, SegMap};
+use serde::{Deserialize, Serialize};
+
+/// A Semantic FPN-PVT architecture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SemanticFpnConfig {
+    /// The backbone.
+    pub backbone: PvtConfig,
+    /// FPN output channels (256).
+    pub fpn_channels: usize,
+    /// Scale-head channels of the decode head (128).
+    pub head_channels: usize,
+    /// Classes (150 for ADE20K).
+    pub num_classes: usize,
+}
+
+impl SemanticFpnConfig {
+    /// `fpn_pvt_{t,s,m,l}_ade20k_40k`.
+    pub fn ade20k(variant: PvtV1) -> Self {
+        Self {
+            backbone: variant.config(),
+            fpn_channels: 256,
+            head_channels: 128,
+            num_classes: 150,
+        }
+    }
+
+    /// Parses `fpn_pvt_t_ade20k_40k` (the config file names) and the spellings
+    /// `fpn_pvt_tiny_ade20k_40k`, `fpn_pvt-t_ade20k_40k`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        let n = name.to_ascii_lowercase();
+        let size = n
+            .strip_prefix("fpn_pvt")?
+            .trim_start_matches(['_', '-'])
+            .strip_suffix("_ade20k_40k")?;
+        Some(Self::ade20k(PvtV1::from_name(size)?))
+    }
+
+    /// The names [`SemanticFpnConfig::from_name`] is documented with, one per variant.
+    pub const NAMES: [&'static str; 4] = [
+        "fpn_pvt_t_ade20k_40k",
+        "fpn_pvt_s_ade20k_40k",
+        "fpn_pvt_m_ade20k_40k",
+        "fpn_pvt_l_ade20k_40k",
+    ];
+
+    fn fpn(&self) -> FpnConfig {
+        FpnConfig {
+            out_channels: self.fpn_channels,
+            ..FpnConfig::semantic_fpn()
+        }
+    }
+
+    fn head(&self, input: &PyramidSpec) -> FpnHeadConfig {
+        FpnHeadConfig::for_input(input, self.head_channels, self.num_classes)
+    }
+}
+
+/// How the logits at the network input size are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Inference {
+    /// One forward pass over the whole image, logits resized to its size (`mode='whole'`, what
+    /// the PVT configs use).
+    Whole,
+    /// mmseg `slide_inference`: crops of `crop` `(h, w)` every `stride` `(h, w)` (the last crop
+    /// of a row / column is moved back inside the image; images smaller than a crop are run
+    /// whole), each crop's logits resized to the crop, summed where crops overlap and divided
+    /// by the number of crops covering each pixel.
+    Slide {
+        /// Crop size `(h, w)`.
+        crop: (usize, usize),
+        /// Step between crops `(h, w)`.
+        stride: (usize, usize),
+    },
+}
+
+impl Inference {
+    /// mmseg's usual ADE20K sliding window: 512×512 crops every 341 pixels.
+    pub const ADE20K_SLIDE: Inference = Inference::Slide {
+        crop: (512, 512),
+        stride: (341, 341),
+    };
+}
+
+/// The test pipeline's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegTestConfig {
+    /// `AlignResize` `img_scale` `(long, short)` limits: (2048, 512).
+    pub scale: (usize, usize),
+    /// `AlignResize` `size_divisor`: 32.
+    pub size_divisor: usize,
+    /// Whole-image or sliding-window inference.
+    pub inference: Inference,
+}
+
+impl SegTestConfig {
+    /// The PVT-seg ADE20K test pipeline (whole-image inference).
+    pub fn ade20k() -> Self {
+        Self {
+            scale: PVT_ADE20K_SCALE,
+            size_divisor: 32,
+            inference: Inference::Whole,
+        }
+    }
+}
+
+/// An image prepared by the test pipeline.
+#[derive(Debug, Clone)]
+pub struct SegInput {
+    /// `[1, 3, H, W]`, normalised; `H`, `W` multiples of the size divisor.
+    pub pixels: Tensor,
+    /// The original image size (`ori_shape`): the label map's size.
+    pub ori_shape: ImageSize,
+}
+
+/// `AlignResize` + `Normalize` on `img`, onto `device`.
+pub fn preprocess_seg(img: &RgbImage, test: &SegTestConfig, device: &Device) -> Result<SegInput> {
+    let ori_shape = ImageSize::new(img.height() as usize, img.width() as usize);
+    let r = align_resize(img, test.scale, test.size_divisor)?;
+    let pixels = normalize_255(&r.img, device)?.unsqueeze(0)?;
+    Ok(SegInput { pixels, ori_shape })
+}
+
+/// Semantic FPN: PVT backbone → FPN (P2–P5) → FPNHead.
+#[derive(Debug, Clone)]
+pub struct SemanticFpnPvt {
+    /// The backbone.
+    pub backbone: PvtDense,
+    /// The neck.
+    pub neck: Fpn,
+    /// The decode head.
+    pub head: FpnHead,
+    /// The architecture.
+    pub config: SemanticFpnConfig,
+    device: Device,
+}
+
+impl SemanticFpnPvt {
+    /// Loads a segmentor checkpoint (official PVT-seg files; the backbone may also use
+    /// mmdetection's naming). Every tensor must be used, except `auxiliary_head.*` (dropped and
+    /// listed in [`LoadInfo::dropped`]); anything else is an error listing the keys.
+    pub fn load(
+        ckpt: &Checkpoint,
+        config: &SemanticFpnConfig,
+        device: &Device,
+    ) -> Result<(Self, LoadInfo)> {
+        let (backbone, mut info) = load_dense(ckpt, &config.backbone, device)?;
+        if info.prefix.is_none() {
+            bail!(
+                "{}: no `backbone.` tensors: this is a bare backbone, not a Semantic FPN checkpoint (neck and decode head missing)",
+                ckpt.path.display()
+            );
+        }
+        let (aux, rest): (Vec<String>, Vec<String>) = std::mem::take(&mut info.outside)
+            .into_iter()
+            .partition(|k| k.starts_with("auxiliary_head."));
+        info.dropped.extend(aux);
+        let tensors: BTreeMap<String, Tensor> = rest
+            .iter()
+            .map(|k| (k.clone(), ckpt.tensors[k].clone()))
+            .collect();
+        let loader = StrictLoader::new(tensors, ckpt.path.display().to_string());
+        let vb = loader.var_builder(device);
+        let neck = Fpn::new(config.fpn(), backbone.output_spec(), vb.pp("neck"))?;
+        let head = FpnHead::new(
+            config.head(neck.output_spec()),
+            neck.output_spec(),
+            vb.pp("decode_head"),
+        )?;
+        loader.finish().context("neck / decode head tensors")?;
+        Ok((
+            Self {
+                backbone,
+                neck,
+                head,
+                config: config.clone(),
+                device: device.clone(),
+            },
+            info,
+        ))
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The decode head's logits for a normalised batch `[B, 3, H, W]` (sides multiples of 32):
+    /// `[B, num_classes, H/4, W/4]`.
+    pub fn forward_logits(&self, images: &Tensor) -> Result<Tensor> {
+        let feats = self.backbone.forward_pyramid(images)?;
+        let p = self.neck.forward(&feats)?;
+        self.head.forward(&p)
+    }
+
+    /// Logits at the network input size, `[B, num_classes, H, W]` (mmseg `EncoderDecoder`
+    /// `whole_inference` / `slide_inference` before rescaling).
+    pub fn input_logits(&self, images: &Tensor, inference: &Inference) -> Result<Tensor> {
+        let (_, _, h, w) = images.dims4()?;
+        match *inference {
+            Inference::Whole => self.encode_decode(images, (h, w)),
+            Inference::Slide { crop, stride } => self.slide(images, crop, stride),
+        }
+    }
+
+    /// Logits resized to `ori` (the original image size), `[B, num_classes, h, w]`: the two
+    /// bilinear resizes of the test pipeline.
+    pub fn output_logits(
+        &self,
+        images: &Tensor,
+        ori: ImageSize,
+        inference: &Inference,
+    ) -> Result<Tensor> {
+        let at_input = self.input_logits(images, inference)?;
+        resize_bilinear(&at_input, (ori.height, ori.width), PixelGrid::HalfPixel)
+    }
+
+    /// The whole test pipeline of the PVT ADE20K configs on an RGB image: a label map at the
+    /// image's size (class indices `0..num_classes`).
+    pub fn segment(&self, img: &RgbImage) -> Result<SegMap> {
+        self.segment_with(img, &SegTestConfig::ade20k())
+    }
+
+    /// [`SemanticFpnPvt::segment`] with other test settings (e.g. sliding-window inference).
+    pub fn segment_with(&self, img: &RgbImage, test: &SegTestConfig) -> Result<SegMap> {
+        let logits = self.image_logits(img, test)?;
+        seg_map_from_logits(&logits)
+    }
+
+    /// The logits the label map of [`SemanticFpnPvt::segment_with`] is the argmax of:
+    /// `[1, num_classes, h, w]` at the image's size.
+    pub fn image_logits(&self, img: &RgbImage, test: &SegTestConfig) -> Result<Tensor> {
+        let input = preprocess_seg(img, test, &self.device)?;
+        self.output_logits(&input.pixels, input.ori_shape, &test.inference)
+    }
+
+    /// `encode_decode`: head logits resized to `size`.
+    fn encode_decode(&self, images: &Tensor, size: (usize, usize)) -> Result<Tensor> {
+        let logits = self.forward_logits(images)?;
+        resize_bilinear(&logits, size, self.head.config().grid)
+    }
+
+    fn slide(
+        &self,
+        images: &Tensor,
+        (crop_h, crop_w): (usize, usize),
+        (stride_h, stride_w): (usize, usize),
+    ) -> Result<Tensor> {
+        ensure!(
+            crop_h > 0 && crop_w > 0 && stride_h > 0 && stride_w > 0,
+            "sliding window: crop {crop_h}x{crop_w} and stride {stride_h}x{stride_w} must be positive"
+        );
+        let (b, _, h, w) = images.dims4()?;
+        let k = self.config.num_classes;
+        let rows = slide_windows(h, crop_h, stride_h);
+        let cols = slide_windows(w, crop_w, stride_w);
+        let mut preds = Tensor::zeros((b, k, h, w), images.dtype(), images.device())?;
+        let mut count = vec![0f32; h * w];
+        for &(y1, y2) in &rows {
+            for &(x1, x2) in &cols {
+                let crop = images
+                    .narrow(2, y1, y2 - y1)?
+                    .narrow(3, x1, x2 - x1)?
+                    .contiguous()?;
+                let logit = self.encode_decode(&crop, (y2 - y1, x2 - x1))?;
+                let cur = preds.narrow(2, y1, y2 - y1)?.narrow(3, x1, x2 - x1)?;
+                preds = preds.slice_assign(&[0..b, 0..k, y1..y2, x1..x2], &(cur + logit)?)?;
+                for row in count[y1 * w..y2 * w].chunks_exact_mut(w) {
+                    row[x1..x2].iter_mut().for_each(|c| *c += 1.0);
+                }
+            }
+        }
+        let count =
+            Tensor::from_vec(count, (1, 1, h, w), images.device())?.to_dtype(preds.dtype())?;
+        Ok(preds.broadcast_div(&count)?)
+    }
+}
+
+/// The `(start, end)` windows of mmseg's `slide_inference` along one axis:
+/// `max(len − crop + stride − 1, 0) / stride + 1` windows starting every `stride`, the last
+/// ones moved back to end at the border (one window over everything when `len ≤ crop`).
+fn slide_windows(len: usize, crop: usize, stride: usize) -> Vec<(usize, usize)> {
+    let n = (len + stride - 1).saturating_sub(crop) / stride + 1;
+    (0..n)
+        .map(|i| {
+            let end = (i * stride + crop).min(len);
+            (end.saturating_sub(crop), end)
+        })
+        .collect()
+}
+
+/// Per-pixel argmax of `[1, K, h, w]` logits as a label map (ties to the lower class index).
+pub fn seg_map_from_logits(logits: &Tensor) -> Result<SegMap> {
+    let (labels, (h, w)) = argmax_channels(logits)?;
+    Ok(SegMap::new(ImageSize::new(h, w), labels)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for (name, v) in SemanticFpnConfig::NAMES.iter().zip(PvtV1::ALL) {
+            assert_eq!(
+                SemanticFpnConfig::from_name(name).unwrap().backbone,
+                v.config()
+            );
+        }
+        let c = SemanticFpnConfig::from_name("fpn_pvt_tiny_ade20k_40k").unwrap();
+        assert_eq!(c.backbone, PvtV1::Tiny.config());
+        assert_eq!(
+            (c.fpn_channels, c.head_channels, c.num_classes),
+            (256, 128, 150)
+        );
+        assert!(SemanticFpnConfig::from_name("FPN_PVT-L_ADE20K_40K").is_some());
+        assert!(SemanticFpnConfig::from_name("retinanet_pvt_t_fpn_1x_coco").is_none());
+        assert!(SemanticFpnConfig::from_name("fpn_pvt_huge_ade20k_40k").is_none());
+    }
+
+    #[test]
+    fn slide_windows_follow_mmseg() {
+        // a 512x704 ADE input with 512/341 windows: 1 row, 2 columns ending at 512 and 704
+        let windows = slide_windows;
+        assert_eq!(windows(512, 512, 341), vec![(0, 512)]);
+        assert_eq!(windows(704, 512, 341), vec![(0, 512), (192, 704)]);
+        // smaller than the crop: one window over everything
+        assert_eq!(windows(300, 512, 341), vec![(0, 300)]);
+        assert_eq!(
+            windows(160, 64, 43),
+            vec![(0, 64), (43, 107), (86, 150), (96, 160)]
+        );
+    }
+}
