@@ -92,7 +92,7 @@ impl AnchorConfig {
         }
     }
 
-    /// Mask R-CNN's RPN (PVT-det `mask_rcnn_r50_fpn.py`): scales [8], ratios [0.5, 1, 2],
+    /// Mask R-CNN's RPN (PVT-det `mask_rcnn_r50_fpn.py`): scales `[8]`, ratios `[0.5, 1, 2]`,
     /// strides [4, 8, 16, 32, 64] (P2–P6); 3 anchors per location, sizes 32…512.
     pub fn rpn() -> Self {
         Self {

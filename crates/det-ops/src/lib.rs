@@ -10,7 +10,7 @@
 //!   configurations of the PVT detectors; the anchor order is documented there, once.
 //! - [`mod@nms`]: [`nms()`] and class-aware [`batched_nms`] as mmcv computes them
 //!   (including the coordinate-offset trick), [`multiclass_nms`] as mmdet's
-//!   `multiclass_nms`, and the ranking helpers ([`top_k`], [`argsort_desc`]).
+//!   `multiclass_nms`, and the ranking helpers ([`top_k`], [`argsort_desc`], [`pre_nms_top_k`]).
 //! - [`roi`]: [`map_roi_levels`], the FPN level a RoI is pooled from (`SingleRoIExtractor`).
 //!
 //! # Conventions (stated once for the crate)
@@ -68,7 +68,7 @@ pub use boxes::{
 };
 pub use coder::DeltaXywhCoder;
 pub use nms::{
-    argsort_desc, batched_nms, multiclass_nms, nms, top_k, ClassBoxes, ClassDetection,
-    MulticlassNmsConfig, NmsThreshold, Suppress,
+    argsort_desc, batched_nms, multiclass_nms, nms, pre_nms_top_k, top_k, ClassBoxes,
+    ClassDetection, MulticlassNmsConfig, NmsThreshold, Suppress,
 };
 pub use roi::{map_roi_level, map_roi_levels};

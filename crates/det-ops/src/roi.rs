@@ -6,7 +6,8 @@
 //! `num_levels = 4`) and `finest_scale = 56`:
 //!
 //! ```text
-//! scale = sqrt((x2 - x1) · (y2 - y1));  level = clamp(floor(log2(scale / 56 + 1e-6)), 0, num_levels - 1)
+//! scale = sqrt((x2 - x1) · (y2 - y1))
+//! level = clamp(floor(log2(scale / 56 + 1e-6)), 0, num_levels - 1)
 //! ```
 //!
 //! so RoIs below 112 px go to P2, below 224 to P3, below 448 to P4, and the rest to P5

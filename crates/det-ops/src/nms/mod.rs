@@ -26,7 +26,7 @@ mod multiclass;
 mod rank;
 
 pub use multiclass::{multiclass_nms, ClassBoxes, ClassDetection, MulticlassNmsConfig};
-pub use rank::{argsort_desc, top_k};
+pub use rank::{argsort_desc, pre_nms_top_k, top_k};
 
 use anyhow::{ensure, Result};
 use std::collections::BTreeMap;
@@ -173,7 +173,7 @@ fn offset_boxes(boxes: &[[f32; 4]], labels: &[usize]) -> Vec<[f32; 4]> {
 /// every box of non-negative size, a positive threshold (so a zero overlap never suppresses),
 /// and the labels' x-extents pairwise disjoint (touching allowed: zero width).
 fn labels_separated(moved: &[[f32; 4]], labels: &[usize], thr: NmsThreshold) -> bool {
-    if !(thr.iou > 0.0) {
+    if thr.iou.is_nan() || thr.iou <= 0.0 {
         return false;
     }
     let mut extent: BTreeMap<usize, (f32, f32)> = BTreeMap::new();

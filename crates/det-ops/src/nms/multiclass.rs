@@ -71,19 +71,20 @@ pub fn multiclass_nms(
     cfg: &MulticlassNmsConfig,
 ) -> Result<Vec<ClassDetection>> {
     ensure!(num_classes > 0, "multiclass_nms needs at least one class");
+    let rows = scores.len() / num_classes;
     ensure!(
-        scores.len() % num_classes == 0,
+        rows * num_classes == scores.len(),
         "multiclass_nms: {} scores is not a whole number of rows of {num_classes} classes",
         scores.len()
     );
-    let rows = scores.len() / num_classes;
     let (given, needed) = match boxes {
         ClassBoxes::Shared(b) => (b.len(), rows),
         ClassBoxes::PerClass(b) => (b.len(), scores.len()),
     };
     ensure!(
         given == needed,
-        "multiclass_nms: {rows} score rows of {num_classes} classes need {needed} boxes, got {given}"
+        "multiclass_nms: {rows} score rows of {num_classes} classes need {needed} boxes, \
+         got {given}"
     );
     // In range after the check above.
     let box_of = |pair: usize| match boxes {

@@ -32,8 +32,7 @@ pub fn argsort_desc(scores: &[f32]) -> Vec<usize> {
 
 /// Indices of the `k` largest scores (all of them if `k >= scores.len()`), in descending
 /// order with the ranking of [`argsort_desc`]: the first `k` entries of `argsort_desc(scores)`,
-/// found in `O(n + k log k)`. mmdet's per-level `nms_pre` selection
-/// (`max_scores.topk(nms_pre)`) is `top_k(max_scores, 1000)`.
+/// found in `O(n + k log k)`. For mmdet's `nms_pre` use [`pre_nms_top_k`].
 pub fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     let cmp = |&i: &usize, &j: &usize| desc_cmp((scores[i], i), (scores[j], j));
@@ -46,6 +45,19 @@ pub fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
     }
     order.sort_unstable_by(cmp);
     order
+}
+
+/// mmdet's per-level `nms_pre` selection (RetinaNet's `max_scores.topk(nms_pre)`, the RPN's
+/// `scores.sort(descending=True)[:nms_pre]`), which runs **only when the level has more than
+/// `nms_pre` candidates**: then [`top_k`] (descending order), otherwise every index in its
+/// original (anchor) order. The order matters downstream, where equal scores are ranked by
+/// position.
+pub fn pre_nms_top_k(scores: &[f32], nms_pre: usize) -> Vec<usize> {
+    if scores.len() > nms_pre {
+        top_k(scores, nms_pre)
+    } else {
+        (0..scores.len()).collect()
+    }
 }
 
 #[cfg(test)]
@@ -61,6 +73,8 @@ mod tests {
         assert_eq!(top_k(&s, 100), argsort_desc(&s));
         assert!(top_k(&s, 0).is_empty());
         assert!(top_k(&[], 3).is_empty());
+        assert_eq!(pre_nms_top_k(&s, 3), vec![1, 7, 2]);
+        assert_eq!(pre_nms_top_k(&s, 8), (0..8).collect::<Vec<_>>());
     }
 
     #[test]
