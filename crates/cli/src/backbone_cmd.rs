@@ -350,7 +350,7 @@ fn parse_size(s: &str) -> Result<(usize, usize)> {
 }
 
 /// Resident set size and its peak, in MiB, from /proc/self/status (Linux).
-fn rss_mib() -> (f64, f64) {
+pub(crate) fn rss_mib() -> (f64, f64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| {
         status

@@ -228,3 +228,93 @@ pub fn merge(a: MergeArgs) -> Result<()> {
     println!("wrote {} ({n} results)", a.out.display());
     Ok(())
 }
+
+#[derive(Args, Debug)]
+pub struct BenchDetectArgs {
+    /// Published detectors to time (comma-separated), with random weights.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "retinanet_pvt_tiny_fpn_1x_coco,retinanet_pvt_small_fpn_1x_coco"
+    )]
+    model: Vec<String>,
+    /// The image (the whole test path runs on it: resize to 1333x800, network, post-processing).
+    #[arg(long, default_value = "assets/images/chelsea.png")]
+    image: PathBuf,
+    /// Timed runs per model.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Untimed warm-up runs.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Print one JSON line per model.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Random weights for a detector: initialised through a `VarMap`, then detached (no backprop
+/// graph), with the classification bias at the focal-loss prior (p = 0.01) so that score
+/// thresholds and NMS see a realistic number of candidates.
+fn random_retinanet(cfg: &RetinaNetConfig, dev: &Device) -> Result<RetinaNetPvt> {
+    let varmap = candle_nn::VarMap::new();
+    RetinaNetPvt::new(
+        cfg,
+        candle_nn::VarBuilder::from_varmap(&varmap, candle::DType::F32, dev),
+    )?;
+    let mut weights = std::collections::HashMap::new();
+    for (k, v) in varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("varmap lock poisoned"))?
+        .iter()
+    {
+        let t = v.as_tensor().detach();
+        let t = if k == "bbox_head.retina_cls.bias" {
+            (t.zeros_like()? - 4.595)?
+        } else if t.sum_all()?.to_scalar::<f32>()? == 0.0 {
+            t.randn_like(0.0, 0.02)?
+        } else {
+            t
+        };
+        weights.insert(k.clone(), t);
+    }
+    RetinaNetPvt::new(
+        cfg,
+        candle_nn::VarBuilder::from_tensors(weights, candle::DType::F32, dev),
+    )
+}
+
+pub fn bench_detect(a: BenchDetectArgs) -> Result<()> {
+    let dev = Device::Cpu;
+    let img = load_rgb(&a.image)?;
+    for name in &a.model {
+        let cfg =
+            RetinaNetConfig::from_name(name).with_context(|| format!("unknown model `{name}`"))?;
+        let det = RetinaNetDetector::new(random_retinanet(&cfg, &dev)?, &dev)?;
+        let (base, _) = crate::backbone_cmd::rss_mib();
+        for _ in 0..a.warmup {
+            det.detect(&img)?;
+        }
+        let mut times = vec![];
+        let mut n = 0;
+        for _ in 0..a.runs {
+            let t0 = Instant::now();
+            n = det.detect(&img)?.len();
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        let (median, min) = (times[times.len() / 2], times[0]);
+        let (_, peak) = crate::backbone_cmd::rss_mib();
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({"impl": "pvt-rs (candle)", "model": name, "image": a.image.display().to_string(),
+                    "runs": a.runs, "median_ms": median, "min_ms": min, "detections": n,
+                    "peak_rss_mib": peak, "rss_before_mib": base})
+            );
+        } else {
+            println!("{name:<34} median {median:>9.1} ms  min {min:>9.1} ms  {n} detections  peak RSS {peak:.0} MiB (before {base:.0})");
+        }
+    }
+    Ok(())
+}

@@ -43,6 +43,8 @@ enum Cmd {
     Detect(detect_cmd::DetectArgs),
     /// Run a detector over a whole COCO-format split (resumable, shardable, --eval).
     Infer(detect_cmd::InferArgs),
+    /// Time detectors end to end on an image (random weights; see BENCHMARKS.md).
+    BenchDetect(detect_cmd::BenchDetectArgs),
     /// Merge results files (e.g. shards of one split) into one.
     MergeResults(detect_cmd::MergeArgs),
     /// Evaluate results: COCO AP (bbox, segm) or ADE20K mIoU.
@@ -50,7 +52,16 @@ enum Cmd {
     Eval(eval_cmd::EvalCmd),
 }
 
+/// mimalloc's `mi_option_purge_delay` (mimalloc.h, v2): milliseconds before freed memory is
+/// returned to the kernel.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn main() {
+    // Freed activation buffers are reused a few milliseconds later by the next layer or image;
+    // returning them to the kernel after mimalloc's default 10 ms made RetinaNet-PVT-Tiny spend
+    // a quarter of its time re-faulting pages (2.7 s -> 1.8 s per image with 10 s, +34 MiB peak).
+    // SAFETY: sets a global option before any thread is started; mimalloc reads it lazily.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10_000) };
     // candle runs its element-wise ops on a spin-waiting barrier pool of its own, beside rayon's
     // pool that runs the matmuls, softmax, LayerNorm and GELU. When the cores are busy the
     // spinning threads starve the others: PVT-Small at 224x224 went from ~105 ms to ~270 ms with
@@ -69,6 +80,7 @@ fn main() {
         Cmd::Detect(a) => detect_cmd::detect(a),
         Cmd::Infer(a) => detect_cmd::infer(a),
         Cmd::MergeResults(a) => detect_cmd::merge(a),
+        Cmd::BenchDetect(a) => detect_cmd::bench_detect(a),
         Cmd::Eval(c) => eval_cmd::run(c),
     };
     if let Err(e) = res {

@@ -85,6 +85,21 @@ pub struct RetinaNetPvt {
 }
 
 impl RetinaNetPvt {
+    /// Builds the network from official-named tensors in `vb` (`backbone.`, `neck.`,
+    /// `bbox_head.`), e.g. a `VarMap` for training or random weights for benchmarks.
+    pub fn new(config: &RetinaNetConfig, vb: candle_nn::VarBuilder) -> Result<Self> {
+        let numerics = config.backbone.numerics_or_official();
+        let backbone = PvtDense::new(&config.backbone, numerics, vb.pp("backbone"))?;
+        let neck = Fpn::new(config.fpn(), backbone.output_spec(), vb.pp("neck"))?;
+        let head = RetinaHead::new(config.head(), vb.pp("bbox_head"))?;
+        Ok(Self {
+            backbone,
+            neck,
+            head,
+            config: config.clone(),
+        })
+    }
+
     /// Loads a detector checkpoint: official PVT detection files (official backbone names) and
     /// mmdetection's (mmdetection backbone names); `neck.*` and `bbox_head.*` are mmdetection's
     /// in both. Every tensor must be used; anything else is an error listing the keys.

@@ -29,7 +29,9 @@ use pvt_fpn::{Fpn, FpnConfig};
 use pvt_nn::cv_resize::{align_resize, PVT_ADE20K_SCALE};
 use pvt_nn::image::normalize_255;
 use pvt_nn::{Backbone, Checkpoint, PyramidSpec, StrictLoader};
-use pvt_semantic_fpn::{argmax_channels, resize_bilinear, FpnHead, FpnHeadConfig, PixelGrid};
+use pvt_semantic_fpn::{
+    argmax_channels, resize_argmax, resize_bilinear, FpnHead, FpnHeadConfig, PixelGrid,
+};
 use pvt_types::{ImageSize, SegMap};
 use serde::{Deserialize, Serialize};
 
@@ -256,8 +258,13 @@ impl SemanticFpnPvt {
 
     /// [`SemanticFpnPvt::segment`] with other test settings (e.g. sliding-window inference).
     pub fn segment_with(&self, img: &RgbImage, test: &SegTestConfig) -> Result<SegMap> {
-        let logits = self.image_logits(img, test)?;
-        seg_map_from_logits(&logits)
+        let input = preprocess_seg(img, test, &self.device)?;
+        let at_input = self.input_logits(&input.pixels, &test.inference)?;
+        // the second resize fused with the argmax: same labels as `image_logits` + argmax,
+        // without the [K, h, w] logits in memory
+        let ori = input.ori_shape;
+        let labels = resize_argmax(&at_input, (ori.height, ori.width), PixelGrid::HalfPixel)?;
+        Ok(SegMap::new(ori, labels)?)
     }
 
     /// The logits the label map of [`SemanticFpnPvt::segment_with`] is the argmax of:
