@@ -38,7 +38,7 @@ use pvt_nn::conv::Conv2d;
 use pvt_nn::{FeaturePyramid, PyramidSpec};
 use serde::{Deserialize, Serialize};
 
-pub use resize::{argmax_channels, resize_bilinear, PixelGrid};
+pub use resize::{argmax_channels, resize_argmax, resize_bilinear, PixelGrid};
 
 /// `FPNHead` hyper-parameters (mmseg's argument names where they exist).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

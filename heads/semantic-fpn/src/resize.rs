@@ -176,10 +176,23 @@ fn resize_by_matmul(x: &Tensor, ty: &Taps, tx: &Taps, (h, w): (usize, usize)) ->
     Ok(t.reshape((b, c, oh, ow))?)
 }
 
-/// Per-pixel argmax over the channels of `x` `[1, K, H, W]` (or `[K, H, W]`): row-major
-/// `H·W` class indices. Ties go to the lower index (as `torch.argmax`); NaN never wins.
-/// Errors if `K` does not fit in `u16` or is zero.
-pub fn argmax_channels(x: &Tensor) -> Result<(Vec<u16>, (usize, usize))> {
+/// Pixels per work item of the argmax loops.
+const PIXEL_BLOCK: usize = 4096;
+
+/// Runs `f` on the values of a CPU f32 tensor (made contiguous), without copying them out.
+fn with_cpu_f32<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let x = x.contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(CpuStorage::F32(v)) => Ok(f(
+            &v[layout.start_offset()..layout.start_offset() + x.elem_count()]
+        )),
+        _ => anyhow::bail!("expected f32 values on the CPU"),
+    }
+}
+
+/// `[1, K, H, W]` or `[K, H, W]` → `(K, H, W)`, as a CPU f32 tensor `[K, H, W]`.
+fn single_map(x: &Tensor) -> Result<(Tensor, (usize, usize, usize))> {
     let x = match x.rank() {
         4 => {
             ensure!(
@@ -194,24 +207,95 @@ pub fn argmax_channels(x: &Tensor) -> Result<(Vec<u16>, (usize, usize))> {
     let (k, h, w) = x.dims3()?;
     ensure!(
         k > 0 && k <= u16::MAX as usize + 1,
-        "argmax over {k} channels"
+        "argmax over {k} channels: expected 1 to 65536"
     );
-    let v = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    let n = h * w;
-    let mut best = v[..n].to_vec();
-    let mut label = vec![0u16; n];
-    for (ci, plane) in v.chunks_exact(n).enumerate().skip(1) {
-        best.par_iter_mut()
-            .zip(label.par_iter_mut())
-            .zip(plane.par_iter())
-            .for_each(|((b, l), &p)| {
-                if p > *b || b.is_nan() {
-                    *b = p;
-                    *l = ci as u16;
-                }
-            });
+    let x = x.to_device(&candle::Device::Cpu)?.to_dtype(DType::F32)?;
+    Ok((x, (k, h, w)))
+}
+
+/// The running argmax update: ties keep the lower index, NaN never wins over a number.
+#[inline(always)]
+fn update(best: &mut f32, label: &mut u16, v: f32, c: usize) {
+    if v > *best || best.is_nan() {
+        *best = v;
+        *label = c as u16;
     }
+}
+
+/// Per-pixel argmax over the channels of `x` `[1, K, H, W]` (or `[K, H, W]`): row-major
+/// `H·W` class indices. Ties go to the lower index (as `torch.argmax`); NaN never wins.
+/// Errors if `K` is zero or does not fit in `u16`.
+pub fn argmax_channels(x: &Tensor) -> Result<(Vec<u16>, (usize, usize))> {
+    let (x, (k, h, w)) = single_map(x)?;
+    let n = h * w;
+    let mut label = vec![0u16; n];
+    with_cpu_f32(&x, |v| {
+        label
+            .par_chunks_mut(PIXEL_BLOCK)
+            .enumerate()
+            .for_each(|(bi, lab)| {
+                let p0 = bi * PIXEL_BLOCK;
+                let mut best = v[p0..p0 + lab.len()].to_vec();
+                for c in 1..k {
+                    let plane = &v[c * n + p0..c * n + p0 + lab.len()];
+                    for ((b, l), &p) in best.iter_mut().zip(lab.iter_mut()).zip(plane) {
+                        update(b, l, p, c);
+                    }
+                }
+            })
+    })?;
     Ok((label, (h, w)))
+}
+
+/// `argmax_channels(resize_bilinear(x, size, grid))` without materialising the resized
+/// logits (`[K, out_h, out_w]` can be hundreds of MB for 150 classes): each output row is
+/// interpolated class by class with the same arithmetic as [`resize_bilinear`] and reduced at
+/// once, so the labels are identical. Returns row-major `out_h·out_w` labels.
+pub fn resize_argmax(
+    x: &Tensor,
+    (out_h, out_w): (usize, usize),
+    grid: PixelGrid,
+) -> Result<Vec<u16>> {
+    let (x, (k, h, w)) = single_map(x)?;
+    ensure!(
+        h > 0 && w > 0 && out_h > 0 && out_w > 0,
+        "bilinear resize of a {h}x{w} map to {out_h}x{out_w}: sizes must be positive"
+    );
+    if (h, w) == (out_h, out_w) {
+        return Ok(argmax_channels(&x)?.0);
+    }
+    let ty = taps(h, out_h, grid);
+    let tx = taps(w, out_w, grid);
+    let mut label = vec![0u16; out_h * out_w];
+    with_cpu_f32(&x, |v| {
+        label.par_chunks_mut(out_w).enumerate().for_each_init(
+            || (vec![0f32; out_w], vec![0f32; out_w]),
+            |(best, row), (y, lab)| {
+                let (a, b) = (ty.i0[y], ty.i1[y]);
+                let (wa, wb) = (ty.w0[y], ty.w1[y]);
+                for c in 0..k {
+                    let plane = &v[c * h * w..(c + 1) * h * w];
+                    let ra = &plane[a * w..(a + 1) * w];
+                    let rb = &plane[b * w..(b + 1) * w];
+                    for (x, o) in row.iter_mut().enumerate() {
+                        let (i0, i1, w0, w1) = (tx.i0[x], tx.i1[x], tx.w0[x], tx.w1[x]);
+                        let ha = ra[i0] * w0 + ra[i1] * w1;
+                        let hb = rb[i0] * w0 + rb[i1] * w1;
+                        *o = ha * wa + hb * wb;
+                    }
+                    if c == 0 {
+                        best.copy_from_slice(row);
+                        lab.fill(0);
+                    } else {
+                        for ((bv, l), &r) in best.iter_mut().zip(lab.iter_mut()).zip(row.iter()) {
+                            update(bv, l, r, c);
+                        }
+                    }
+                }
+            },
+        )
+    })?;
+    Ok(label)
 }
 
 #[cfg(test)]
@@ -251,6 +335,20 @@ mod tests {
                 let d = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
                 assert!(d < 1e-6, "{grid:?} {size:?}: {d}");
             }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn fused_resize_argmax_equals_resize_then_argmax() -> Result<()> {
+        let x = Tensor::randn(0f32, 1., (1, 7, 9, 13), &Device::Cpu)?;
+        for size in [(36, 52), (5, 11), (9, 13), (20, 7)] {
+            let want = argmax_channels(&resize_bilinear(&x, size, PixelGrid::HalfPixel)?)?.0;
+            assert_eq!(
+                resize_argmax(&x, size, PixelGrid::HalfPixel)?,
+                want,
+                "{size:?}"
+            );
         }
         Ok(())
     }
