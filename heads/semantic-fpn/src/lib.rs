@@ -156,7 +156,11 @@ impl ConvBnRelu {
             Ok(t.to_dtype(candle::DType::F64)?.to_vec1::<f64>()?)
         };
         let (g, b, m, v) = (host(&gamma)?, host(&beta)?, host(&mean)?, host(&var)?);
-        if let Some(o) = v.iter().position(|&v| !(v + eps > 0.0)) {
+        // `var + eps` must be a positive number (NaN fails too)
+        if let Some(o) = v
+            .iter()
+            .position(|&v| (v + eps).partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater))
+        {
             bail!(
                 "{}: running_var[{o}] = {} makes var + eps non-positive",
                 vb.prefix(),
