@@ -316,6 +316,21 @@ impl SemanticFpnPvt {
     }
 }
 
+/// ADE20K's 150 class colours (RGB), in class-index order (`assets/ade20k_palette.txt`, mmseg's
+/// `ADE20KDataset` palette; the class names are `pvt_eval::ade20k::ade20k_class_names`).
+pub fn ade20k_palette() -> Vec<[u8; 3]> {
+    include_str!("../../../assets/ade20k_palette.txt")
+        .lines()
+        .map(|l| {
+            let mut c = [0u8; 3];
+            for (dst, v) in c.iter_mut().zip(l.split_ascii_whitespace()) {
+                *dst = v.parse().expect("bundled palette: integers 0..=255");
+            }
+            c
+        })
+        .collect()
+}
+
 /// The `(start, end)` windows of mmseg's `slide_inference` along one axis:
 /// `max(len − crop + stride − 1, 0) / stride + 1` windows starting every `stride`, the last
 /// ones moved back to end at the border (one window over everything when `len ≤ crop`).
@@ -356,6 +371,14 @@ mod tests {
         assert!(SemanticFpnConfig::from_name("FPN_PVT-L_ADE20K_40K").is_some());
         assert!(SemanticFpnConfig::from_name("retinanet_pvt_t_fpn_1x_coco").is_none());
         assert!(SemanticFpnConfig::from_name("fpn_pvt_huge_ade20k_40k").is_none());
+    }
+
+    #[test]
+    fn palette_has_a_colour_per_class() {
+        let p = ade20k_palette();
+        assert_eq!(p.len(), 150);
+        assert_eq!(p[0], [120, 120, 120]); // wall
+        assert_eq!(p[149], [92, 0, 255]); // flag
     }
 
     #[test]

@@ -374,6 +374,24 @@ mod tests {
     }
 
     #[test]
+    fn unaligned_levels_are_resized_to_the_finest() -> Result<()> {
+        // level sizes of a 52x68 input (not multiples of 32): 13x17, 7x9, 4x5, 2x3; the ×2
+        // towers give 14x18, 16x20, 16x24, which the final resize brings back to 13x17
+        let dev = Device::Cpu;
+        let vm = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+        let cfg = FpnHeadConfig::for_input(&spec(8), 4, 3);
+        let head = FpnHead::new(cfg, &spec(8), vb)?;
+        let levels = [(13, 17), (7, 9), (4, 5), (2, 3)]
+            .iter()
+            .map(|&(h, w)| Tensor::randn(0f32, 1., (2, 8, h, w), &dev))
+            .collect::<candle::Result<Vec<_>>>()?;
+        let out = head.forward(&FeaturePyramid::new(spec(8), levels)?)?;
+        assert_eq!(out.dims(), &[2, 3, 13, 17]);
+        Ok(())
+    }
+
+    #[test]
     fn batchnorm_is_folded_exactly() -> Result<()> {
         // one level, one unit: compare folded conv + ReLU with conv -> BN -> ReLU by hand
         let dev = Device::Cpu;
