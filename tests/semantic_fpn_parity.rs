@@ -273,3 +273,43 @@ fn strict_loading_reports_problems_and_tolerates_auxiliary_heads() {
     );
     assert!(err.contains("decode_head.conv_seg.weight"), "{err}");
 }
+
+#[test]
+fn full_size_key_names_load_strictly() {
+    // keys and shapes of fpn_pvt_t / fpn_pvt_l as the official code + mmseg build them
+    let text = std::fs::read_to_string(asset("fixtures/semantic_fpn/full_size_keys.json")).unwrap();
+    let models: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for (name, keys) in models.as_object().unwrap() {
+        let tensors: std::collections::BTreeMap<String, Tensor> = keys
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, shape)| {
+                let dims: Vec<usize> = shape
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_u64().unwrap() as usize)
+                    .collect();
+                let t = Tensor::zeros(dims, DType::F32, &Device::Cpu).unwrap();
+                (k.clone(), t)
+            })
+            .collect();
+        assert!(tensors.contains_key("decode_head.scale_heads.3.4.bn.num_batches_tracked"));
+        assert_eq!(tensors["backbone.pos_embed4"].dims(), &[1, 50, 512]);
+        let n = tensors.len();
+        let ckpt = Checkpoint {
+            path: format!("{name}.pth").into(),
+            container: pvt_nn::checkpoint::Container::TorchZip,
+            wrapper: Some("state_dict".into()),
+            stored_dtypes: Default::default(),
+            tensors,
+            skipped: vec![],
+        };
+        let cfg = SemanticFpnConfig::from_name(name).unwrap();
+        let (_, info) = SemanticFpnPvt::load(&ckpt, &cfg, &Device::Cpu)
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert_eq!(info.dropped, vec!["pos_embed4[:, 0] (cls position)"]);
+        println!("{name}: {n} tensors, all used");
+    }
+}

@@ -332,6 +332,27 @@ def interp_goldens():
 
 
 # ----------------------------------------------------------------------------------------------
+# full-size key names and shapes (no weights): what an official fpn_pvt_*_ade20k_40k checkpoint holds
+
+
+def full_size_keys(seg_mod):
+    """State-dict keys and shapes of fpn_pvt_{t,l}_ade20k_40k as the official code builds them
+    (segmentation/pvt.py pvt_tiny / pvt_large + mmseg FPN / FPNHead with the config's arguments)."""
+    from mmseg.models.decode_heads import FPNHead
+    from mmseg.models.necks import FPN
+    out = OrderedDict()
+    for name, cls in [("fpn_pvt_t_ade20k_40k", seg_mod.pvt_tiny), ("fpn_pvt_l_ade20k_40k", seg_mod.pvt_large)]:
+        m = nn.Module()
+        m.backbone = cls()
+        m.neck = FPN(in_channels=[64, 128, 320, 512], out_channels=256, num_outs=4)
+        m.decode_head = FPNHead(in_channels=[256] * 4, in_index=[0, 1, 2, 3], feature_strides=[4, 8, 16, 32],
+                                channels=128, dropout_ratio=0.1, num_classes=150,
+                                norm_cfg=dict(type="SyncBN", requires_grad=True), align_corners=False)
+        out[name] = OrderedDict((k, list(v.shape)) for k, v in m.state_dict().items())
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 def main():
@@ -450,6 +471,10 @@ def main():
 
     ref_path = os.path.join(FIX, "mini_reference.safetensors")
     save_file(OrderedDict((k, v.contiguous()) for k, v in ref.items()), ref_path)
+    keys = full_size_keys(seg_mod)
+    with open(os.path.join(FIX, "full_size_keys.json"), "w") as f:
+        json.dump(keys, f, indent=0)
+        f.write("\n")
     interp, interp_meta = interp_goldens()
     interp_path = os.path.join(FIX, "interp_reference.safetensors")
     save_file(interp, interp_path)
@@ -542,6 +567,10 @@ def main():
             float32_vs_float64_max_rel_diff=noise,
             photo_label_histogram=hist,
         ),
+        full_size_keys=dict(file="full_size_keys.json",
+                            content="{model name: {state-dict key: shape}} of fpn_pvt_t / fpn_pvt_l as the official "
+                                    "segmentation/pvt.py + mmseg FPN / FPNHead build them (config arguments, 150 classes)",
+                            num_keys={k: len(v) for k, v in keys.items()}),
         interp=dict(file="interp_reference.safetensors", cases=interp_meta,
                     input="formula above, channels 0..2 only, [1, 2, h, w]"),
         ade20k_palette=dict(file="assets/ade20k_palette.txt", source=f"mmseg {mmseg.__version__} "
