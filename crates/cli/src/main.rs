@@ -7,6 +7,7 @@
 mod backbone_cmd;
 mod detect_cmd;
 mod eval_cmd;
+mod segment_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -47,6 +48,10 @@ enum Cmd {
     BenchDetect(detect_cmd::BenchDetectArgs),
     /// Merge results files (e.g. shards of one split) into one.
     MergeResults(detect_cmd::MergeArgs),
+    /// Semantic segmentation of one image (Semantic FPN-PVT): label PNG and colour overlay.
+    Segment(segment_cmd::SegmentArgs),
+    /// Segment a folder of images (resumable), optionally scoring mIoU against --gt-dir.
+    InferSeg(segment_cmd::InferSegArgs),
     /// Evaluate results: COCO AP (bbox, segm) or ADE20K mIoU.
     #[command(subcommand)]
     Eval(eval_cmd::EvalCmd),
@@ -81,6 +86,8 @@ fn main() {
         Cmd::Infer(a) => detect_cmd::infer(a),
         Cmd::MergeResults(a) => detect_cmd::merge(a),
         Cmd::BenchDetect(a) => detect_cmd::bench_detect(a),
+        Cmd::Segment(a) => segment_cmd::segment(a),
+        Cmd::InferSeg(a) => segment_cmd::infer_seg(a),
         Cmd::Eval(c) => eval_cmd::run(c),
     };
     if let Err(e) = res {

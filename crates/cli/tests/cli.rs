@@ -331,3 +331,67 @@ fn infer_runs_a_split_resumes_and_evaluates() {
     assert!(err.contains("0 images run, 3 resumed"), "{err}");
     assert_eq!(std::fs::read(&out).unwrap(), first);
 }
+
+#[test]
+fn segment_and_infer_seg_with_miou() {
+    let cfg = root()
+        .join("assets/configs/fpn_pvt_mini.json")
+        .display()
+        .to_string();
+    let w = root()
+        .join("assets/fixtures/semantic_fpn/mini_fpn_pvt_f16.pth")
+        .display()
+        .to_string();
+    let lab = tmp("label.png");
+    let ov = tmp("overlay.png");
+    let (ok, _, err) = pvt(&[
+        "segment",
+        "--config",
+        &cfg,
+        "--weights",
+        &w,
+        "--image",
+        &chelsea(),
+        "--out",
+        &lab.display().to_string(),
+        "--vis",
+        &ov.display().to_string(),
+    ]);
+    assert!(ok, "{err}");
+    let l = image::open(&lab).unwrap().to_luma8();
+    assert_eq!((l.width(), l.height()), (451, 300));
+    assert!(l.pixels().all(|p| p[0] < 8));
+    assert!(image::open(&ov).unwrap().width() > 451);
+    // a folder run, then mIoU against a GT that is the prediction shifted by one
+    // (ADE20K storage: 0 = ignore, k + 1 = class k), so every present class scores 100
+    let dir = tmp("seg-split");
+    let (imgs, out, gt) = (dir.join("imgs"), dir.join("pred"), dir.join("gt"));
+    std::fs::create_dir_all(&imgs).unwrap();
+    std::fs::create_dir_all(&gt).unwrap();
+    std::fs::copy(root().join("assets/images/chelsea.png"), imgs.join("a.png")).unwrap();
+    let shifted =
+        image::GrayImage::from_fn(451, 300, |x, y| image::Luma([l.get_pixel(x, y)[0] + 1]));
+    shifted.save(gt.join("a.png")).unwrap();
+    let args = [
+        "infer-seg",
+        "--config",
+        &cfg,
+        "--weights",
+        &w,
+        "--images",
+        &imgs.display().to_string(),
+        "--out-dir",
+        &out.display().to_string(),
+        "--gt-dir",
+        &gt.display().to_string(),
+    ];
+    let (ok, stdout, err) = pvt(&args);
+    assert!(ok, "{err}");
+    assert!(err.contains("1 images run, 0 resumed"), "{err}");
+    assert!(
+        stdout.contains("mIoU") && stdout.contains("100.0"),
+        "{stdout}"
+    );
+    let (ok, _, err) = pvt(&args);
+    assert!(ok && err.contains("0 images run, 1 resumed"), "{err}");
+}

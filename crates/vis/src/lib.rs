@@ -184,3 +184,96 @@ mod tests {
         }
     }
 }
+
+/// Blends a label map over the image (`opacity` of the class colour, `palette[label]`) and adds a
+/// legend panel on the right listing the classes present, most pixels first (at most as many
+/// as fit). Labels outside the palette (e.g. 255 = ignore) are left undrawn.
+pub fn overlay_segmap(
+    img: &RgbImage,
+    map: &pvt_types::SegMap,
+    palette: &[[u8; 3]],
+    names: &[String],
+    opacity: f32,
+) -> RgbImage {
+    let (w, h) = (img.width(), img.height());
+    let size = map.size();
+    assert!(
+        size.width == w as usize && size.height == h as usize,
+        "label map and image sizes differ"
+    );
+    let a = opacity.clamp(0.0, 1.0);
+    let mut counts = vec![0usize; palette.len()];
+    let scale = if h > 700 { 2 } else { 1 };
+    let row_h = (8 * scale + 6) as u32;
+    let longest = names
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(8)
+        .min(24) as i32;
+    let panel = (24 + text_width(&"x".repeat(longest as usize + 8), scale)) as u32;
+    let mut out = RgbImage::from_pixel(w + panel, h, Rgb([255, 255, 255]));
+    for (i, (p, &l)) in img.pixels().zip(map.labels()).enumerate() {
+        let (x, y) = (i as u32 % w, i as u32 / w);
+        let c = match palette.get(l as usize) {
+            Some(c) => {
+                counts[l as usize] += 1;
+                Rgb(std::array::from_fn(|k| {
+                    ((1.0 - a) * p[k] as f32 + a * c[k] as f32).round() as u8
+                }))
+            }
+            None => *p,
+        };
+        out.put_pixel(x, y, c);
+    }
+    let mut present: Vec<usize> = (0..palette.len()).filter(|&k| counts[k] > 0).collect();
+    present.sort_by(|&x, &y| counts[y].cmp(&counts[x]).then(x.cmp(&y)));
+    let total = (w * h) as f32;
+    for (row, &k) in present.iter().take((h / row_h) as usize).enumerate() {
+        let y = (row as u32 * row_h + 3) as i32;
+        let x = (w + 6) as i32;
+        let [r, g, b] = palette[k];
+        fill_rect(&mut out, x, y, x + 8 * scale, y + 8 * scale, Rgb([r, g, b]));
+        let name: String = names
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| format!("class {k}"))
+            .chars()
+            .take(24)
+            .collect();
+        let label = format!("{name} {:.0}%", 100.0 * counts[k] as f32 / total);
+        text(
+            &mut out,
+            x + 8 * scale + 6,
+            y,
+            &label,
+            Rgb([0, 0, 0]),
+            scale,
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod overlay_tests {
+    use super::*;
+
+    #[test]
+    fn overlay_blends_and_lists_classes() {
+        let img = RgbImage::from_pixel(40, 30, Rgb([0, 0, 0]));
+        let mut labels = vec![0u16; 40 * 30];
+        for l in labels.iter_mut().take(40 * 10) {
+            *l = 1;
+        }
+        labels[40 * 30 - 1] = 255;
+        let map = pvt_types::SegMap::new(pvt_types::ImageSize::new(30, 40), labels).unwrap();
+        let pal = [[200, 0, 0], [0, 200, 0]];
+        let out = overlay_segmap(&img, &map, &pal, &["wall".into(), "tree".into()], 0.5);
+        assert!(out.width() > 40);
+        assert_eq!(*out.get_pixel(0, 20), Rgb([100, 0, 0]));
+        assert_eq!(*out.get_pixel(0, 0), Rgb([0, 100, 0]));
+        assert_eq!(*out.get_pixel(39, 29), Rgb([0, 0, 0])); // ignore label untouched
+                                                            // legend swatch of the most frequent class (wall, 2/3 of the pixels) comes first
+        assert_eq!(*out.get_pixel(46 + 1, 3 + 1), Rgb([200, 0, 0]));
+    }
+}

@@ -1,0 +1,228 @@
+//! `pvt segment` (one image) and `pvt infer-seg` (a folder of images, with mIoU).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle::Device;
+use clap::Args;
+use pvt_eval::ade20k::{ade20k_class_names, save_label_png};
+use pvt_nn::image::load_rgb;
+use pvt_nn::Checkpoint;
+use pvt_zoo::semantic_fpn::{
+    ade20k_palette, Inference, SegTestConfig, SemanticFpnConfig, SemanticFpnPvt,
+};
+
+/// Which segmenter: a published name or a JSON config.
+#[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct SegModelArgs {
+    /// Published model: fpn_pvt_{t,s,m,l}_ade20k_40k.
+    #[arg(long)]
+    model: Option<String>,
+    /// A JSON segmenter config (see assets/configs/) instead of --model.
+    #[arg(long, value_name = "JSON")]
+    config: Option<PathBuf>,
+}
+
+/// Checkpoint and inference mode, shared by both commands.
+#[derive(Args, Debug, Clone)]
+pub struct SegCommon {
+    #[command(flatten)]
+    model: SegModelArgs,
+    /// Checkpoint (official PVT-seg Semantic FPN).
+    #[arg(long)]
+    weights: PathBuf,
+    /// Sliding-window inference (crop 512, stride 341) instead of whole-image.
+    #[arg(long)]
+    slide: bool,
+}
+
+struct Segmenter {
+    model: SemanticFpnPvt,
+    test: SegTestConfig,
+    names: Vec<String>,
+    palette: Vec<[u8; 3]>,
+}
+
+fn load_segmenter(c: &SegCommon) -> Result<Segmenter> {
+    let cfg = if let Some(name) = &c.model.model {
+        SemanticFpnConfig::from_name(name).with_context(|| {
+            format!(
+                "unknown model `{name}`; expected one of {}",
+                SemanticFpnConfig::NAMES.join(", ")
+            )
+        })?
+    } else {
+        let path = c
+            .model
+            .config
+            .as_ref()
+            .expect("clap enforces one of --model / --config");
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: invalid segmenter config", path.display()))?
+    };
+    let dev = Device::Cpu;
+    let ckpt = Checkpoint::load(&c.weights)?;
+    let (model, info) = SemanticFpnPvt::load(&ckpt, &cfg, &dev)?;
+    eprintln!("{}: {}", c.weights.display(), info.summary());
+    let mut test = SegTestConfig::ade20k();
+    if c.slide {
+        test.inference = Inference::ADE20K_SLIDE;
+    }
+    let (names, palette) = if cfg.num_classes == 150 {
+        (ade20k_class_names(), ade20k_palette())
+    } else {
+        let pal = ade20k_palette();
+        (
+            (0..cfg.num_classes).map(|i| format!("class {i}")).collect(),
+            (0..cfg.num_classes).map(|i| pal[i % pal.len()]).collect(),
+        )
+    };
+    Ok(Segmenter {
+        model,
+        test,
+        names,
+        palette,
+    })
+}
+
+#[derive(Args, Debug)]
+pub struct SegmentArgs {
+    #[command(flatten)]
+    common: SegCommon,
+    /// Image file.
+    #[arg(long)]
+    image: PathBuf,
+    /// Label PNG of class indices (8-bit when there are at most 256 classes, else 16-bit).
+    #[arg(long)]
+    out: PathBuf,
+    /// Colour overlay with a legend of the classes present.
+    #[arg(long)]
+    vis: Option<PathBuf>,
+    /// Overlay opacity.
+    #[arg(long, default_value_t = 0.5)]
+    opacity: f32,
+}
+
+pub fn segment(a: SegmentArgs) -> Result<()> {
+    let s = load_segmenter(&a.common)?;
+    let img = load_rgb(&a.image)?;
+    let t0 = Instant::now();
+    let map = s.model.segment_with(&img, &s.test)?;
+    println!(
+        "{}: {}x{} label map in {:.0} ms",
+        a.image.display(),
+        img.width(),
+        img.height(),
+        t0.elapsed().as_secs_f64() * 1e3
+    );
+    save_label_png(&a.out, &map)?;
+    println!("wrote {}", a.out.display());
+    if let Some(vis) = &a.vis {
+        let pic = pvt_vis::overlay_segmap(&img, &map, &s.palette, &s.names, a.opacity);
+        pic.save(vis)
+            .with_context(|| format!("cannot write {}", vis.display()))?;
+        println!("wrote {}", vis.display());
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct InferSegArgs {
+    #[command(flatten)]
+    common: SegCommon,
+    /// Folder of images (jpg, png, ...).
+    #[arg(long)]
+    images: PathBuf,
+    /// Folder for the label PNGs (`<stem>.png`); images whose PNG exists are skipped, so an
+    /// interrupted run resumes.
+    #[arg(long)]
+    out_dir: PathBuf,
+    /// Ground-truth label folder: evaluate mIoU when done (ADE20K rule: reduce_zero_label).
+    #[arg(long)]
+    gt_dir: Option<PathBuf>,
+}
+
+fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                matches!(
+                    e.to_ascii_lowercase().as_str(),
+                    "jpg" | "jpeg" | "png" | "bmp" | "tif" | "tiff" | "webp"
+                )
+            })
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+pub fn infer_seg(a: InferSegArgs) -> Result<()> {
+    let s = load_segmenter(&a.common)?;
+    std::fs::create_dir_all(&a.out_dir)
+        .with_context(|| format!("cannot create {}", a.out_dir.display()))?;
+    let files = image_files(&a.images)?;
+    if files.is_empty() {
+        bail!("{}: no images", a.images.display());
+    }
+    let pb = indicatif::ProgressBar::new(files.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} images  {per_sec}  ETA {eta}  {msg}",
+        )
+        .expect("template"),
+    );
+    let (mut done, mut resumed, mut failed) = (0, 0, 0);
+    for f in &files {
+        let stem = f
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let out = a.out_dir.join(format!("{stem}.png"));
+        if out.exists() {
+            resumed += 1;
+            pb.inc(1);
+            continue;
+        }
+        match load_rgb(f).and_then(|img| s.model.segment_with(&img, &s.test)) {
+            Ok(map) => {
+                save_label_png(&out, &map)?;
+                done += 1;
+            }
+            Err(e) => {
+                failed += 1;
+                let line = format!("{} skipped: {e:#}", f.display());
+                if pb.is_hidden() {
+                    eprintln!("{line}");
+                } else {
+                    pb.println(line);
+                }
+            }
+        }
+        pb.inc(1);
+        pb.set_message(format!("{failed} failed"));
+    }
+    pb.finish_and_clear();
+    eprintln!(
+        "{done} images run, {resumed} resumed, {failed} failed; label maps in {}",
+        a.out_dir.display()
+    );
+    if let Some(gt) = &a.gt_dir {
+        crate::eval_cmd::run(crate::eval_cmd::EvalCmd::Ade20k(
+            crate::eval_cmd::Ade20kArgs {
+                gt_dir: gt.clone(),
+                pred_dir: a.out_dir.clone(),
+                reduce_zero_label: true,
+                num_classes: s.names.len(),
+                json: false,
+                per_class: false,
+            },
+        ))?;
+    }
+    Ok(())
+}
