@@ -52,6 +52,8 @@ enum Cmd {
     Segment(segment_cmd::SegmentArgs),
     /// Segment a folder of images (resumable), optionally scoring mIoU against --gt-dir.
     InferSeg(segment_cmd::InferSegArgs),
+    /// Time segmenters end to end on synthetic images (random weights; see BENCHMARKS.md).
+    BenchSegment(segment_cmd::BenchSegmentArgs),
     /// Evaluate results: COCO AP (bbox, segm) or ADE20K mIoU.
     #[command(subcommand)]
     Eval(eval_cmd::EvalCmd),
@@ -88,6 +90,7 @@ fn main() {
         Cmd::BenchDetect(a) => detect_cmd::bench_detect(a),
         Cmd::Segment(a) => segment_cmd::segment(a),
         Cmd::InferSeg(a) => segment_cmd::infer_seg(a),
+        Cmd::BenchSegment(a) => segment_cmd::bench_segment(a),
         Cmd::Eval(c) => eval_cmd::run(c),
     };
     if let Err(e) = res {

@@ -226,3 +226,108 @@ pub fn infer_seg(a: InferSegArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args, Debug)]
+pub struct BenchSegmentArgs {
+    /// Published segmenters to time (comma-separated), with random weights.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "fpn_pvt_t_ade20k_40k,fpn_pvt_s_ade20k_40k"
+    )]
+    model: Vec<String>,
+    /// Image sizes HxW of a synthetic photo-like input (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "512x512,512x683")]
+    size: Vec<String>,
+    /// Timed runs per case.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Untimed warm-up runs.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Print one JSON line per case.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Random weights (VarMap init, detached); BatchNorm scales and variances at 1 so folding
+/// stays finite.
+fn random_semantic_fpn(cfg: &SemanticFpnConfig, dev: &Device) -> Result<SemanticFpnPvt> {
+    let varmap = candle_nn::VarMap::new();
+    SemanticFpnPvt::new(
+        cfg,
+        candle_nn::VarBuilder::from_varmap(&varmap, candle::DType::F32, dev),
+        dev,
+    )?;
+    let mut weights = std::collections::HashMap::new();
+    for (k, v) in varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("varmap lock poisoned"))?
+        .iter()
+    {
+        let t = v.as_tensor().detach();
+        let t = if k.ends_with("running_var") || k.ends_with("bn.weight") {
+            t.ones_like()?
+        } else if t.sum_all()?.to_scalar::<f32>()? == 0.0 {
+            t.randn_like(0.0, 0.02)?
+        } else {
+            t
+        };
+        weights.insert(k.clone(), t);
+    }
+    SemanticFpnPvt::new(
+        cfg,
+        candle_nn::VarBuilder::from_tensors(weights, candle::DType::F32, dev),
+        dev,
+    )
+}
+
+pub fn bench_segment(a: BenchSegmentArgs) -> Result<()> {
+    let dev = Device::Cpu;
+    for name in &a.model {
+        let cfg = SemanticFpnConfig::from_name(name)
+            .with_context(|| format!("unknown model `{name}`"))?;
+        let model = random_semantic_fpn(&cfg, &dev)?;
+        let test = SegTestConfig::ade20k();
+        for s in &a.size {
+            let (h, w) = s
+                .split_once('x')
+                .and_then(|(h, w)| {
+                    Some((h.trim().parse::<u32>().ok()?, w.trim().parse::<u32>().ok()?))
+                })
+                .with_context(|| format!("size `{s}` must look like 512x683 (HxW)"))?;
+            // smooth gradients plus texture, like a photo
+            let img = image::RgbImage::from_fn(w, h, |x, y| {
+                let v = |k: u32| {
+                    (((x * (3 + k) + y * (5 + 2 * k)) % 251) as f32 * 0.6 + ((x ^ y) % 64) as f32)
+                        as u8
+                };
+                image::Rgb([v(0), v(1), v(2)])
+            });
+            let (base, _) = crate::backbone_cmd::rss_mib();
+            for _ in 0..a.warmup {
+                model.segment_with(&img, &test)?;
+            }
+            let mut times = vec![];
+            for _ in 0..a.runs {
+                let t0 = Instant::now();
+                model.segment_with(&img, &test)?;
+                times.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+            times.sort_by(f64::total_cmp);
+            let (median, min) = (times[times.len() / 2], times[0]);
+            let (_, peak) = crate::backbone_cmd::rss_mib();
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"impl": "pvt-rs (candle)", "model": name, "size": [h, w], "runs": a.runs,
+                        "median_ms": median, "min_ms": min, "peak_rss_mib": peak, "rss_before_mib": base})
+                );
+            } else {
+                println!("{name:<24} {h}x{w}  median {median:>8.1} ms  min {min:>8.1} ms  peak RSS {peak:.0} MiB (before {base:.0})");
+            }
+        }
+    }
+    Ok(())
+}

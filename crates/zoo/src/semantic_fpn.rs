@@ -215,6 +215,30 @@ impl SemanticFpnPvt {
         ))
     }
 
+    /// Builds the network from official-named tensors in `vb` (`backbone.`, `neck.`,
+    /// `decode_head.`), e.g. random weights for benchmarks.
+    pub fn new(
+        config: &SemanticFpnConfig,
+        vb: candle_nn::VarBuilder,
+        device: &Device,
+    ) -> Result<Self> {
+        let numerics = config.backbone.numerics_or_official();
+        let backbone = PvtDense::new(&config.backbone, numerics, vb.pp("backbone"))?;
+        let neck = Fpn::new(config.fpn(), backbone.output_spec(), vb.pp("neck"))?;
+        let head = FpnHead::new(
+            config.head(neck.output_spec()),
+            neck.output_spec(),
+            vb.pp("decode_head"),
+        )?;
+        Ok(Self {
+            backbone,
+            neck,
+            head,
+            config: config.clone(),
+            device: device.clone(),
+        })
+    }
+
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
         &self.device
