@@ -9,6 +9,7 @@
 //!   records every missing, unexpected or wrong-shaped tensor and reports them all at once.
 //! - [`ops`]: numerics that must match PyTorch and be fast: exact-erf GELU, bilinear resize
 //!   matrices with `align_corners=False`, patch convolutions written as matmuls.
+//! - [`dwconv`]: depth-wise 3×3 convolution on channels-last maps (PVT v2's convolutional FFN).
 //! - [`image`]: image decoding (EXIF orientation applied), PIL-exact bicubic resizing for the
 //!   ImageNet evaluation transform, normalisation and padding to an [`ImageBatch`].
 //! - [`cv_resize`]: OpenCV-exact `cv2.resize(INTER_LINEAR)` on 8-bit images and mmcv's size rules
@@ -20,6 +21,7 @@
 pub mod checkpoint;
 pub mod conv;
 pub mod cv_resize;
+pub mod dwconv;
 pub mod image;
 pub mod ops;
 pub mod pyramid;

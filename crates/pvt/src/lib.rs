@@ -8,16 +8,29 @@
 //!   4/8/16/32) and [`PvtClassifier`] (ImageNet logits).
 //! - [`naming`]: official ↔ mmdetection key names, `backbone.` prefixes.
 //! - [`load`]: strict loading from a [`pvt_nn::Checkpoint`].
+//! - PVT v2 (arXiv 2106.13797): [`config_v2`] ([`PvtV2`] b0–b5, b2_li), [`v2`] ([`PvtV2Dense`],
+//!   [`PvtV2Classifier`]), [`naming_v2`] (official / timm / mmdetection names), [`load_v2`].
+//! - [`arch`]: [`Arch`], either generation by name or JSON config (what the CLI takes).
 //!
 //! The backbone knows nothing of FPN, anchors, heads or datasets.
 #![deny(missing_docs)]
 
+pub mod arch;
 pub mod config;
+pub mod config_v2;
 pub mod load;
+pub mod load_v2;
 pub mod model;
 pub mod naming;
+pub mod naming_v2;
+pub mod v2;
 
+pub use arch::{AnyClassifier, AnyDense, AnyLoadInfo, Arch};
 pub use config::{NormEps, Numerics, PosEmbedResize, PvtConfig, PvtV1, StageConfig};
+pub use config_v2::{KvReduction, PvtV2, PvtV2Config, StageV2Config};
 pub use load::{guess_variant, load_classifier, load_dense, LoadInfo};
+pub use load_v2::{guess_variant_v2, load_classifier_v2, load_dense_v2, LoadInfoV2};
 pub use model::{PvtClassifier, PvtDense};
 pub use naming::Dialect;
+pub use naming_v2::DialectV2;
+pub use v2::{PvtV2Classifier, PvtV2Dense};

@@ -44,23 +44,32 @@ pub struct BackboneTensors {
     pub dialect: Dialect,
 }
 
+/// Splits off the tensors under `prefix` (e.g. `"backbone."`) when any key has it: returns the
+/// prefix if it was found, the tensors with it removed, and the keys outside it. Without such a
+/// key, everything is returned as is.
+pub fn split_prefix(
+    all: &BTreeMap<String, Tensor>,
+    prefix: &str,
+) -> (Option<String>, BTreeMap<String, Tensor>, Vec<String>) {
+    if !all.keys().any(|k| k.starts_with(prefix)) {
+        return (None, all.clone(), vec![]);
+    }
+    let mut inside = BTreeMap::new();
+    let mut outside = vec![];
+    for (k, v) in all {
+        match k.strip_prefix(prefix) {
+            Some(rest) => {
+                inside.insert(rest.to_string(), v.clone());
+            }
+            None => outside.push(k.clone()),
+        }
+    }
+    (Some(prefix.to_string()), inside, outside)
+}
+
 /// Finds the backbone part of a checkpoint and its dialect.
 pub fn split_backbone(all: &BTreeMap<String, Tensor>) -> Result<BackboneTensors> {
-    let (prefix, tensors, outside) = if all.keys().any(|k| k.starts_with("backbone.")) {
-        let mut inside = BTreeMap::new();
-        let mut outside = vec![];
-        for (k, v) in all {
-            match k.strip_prefix("backbone.") {
-                Some(rest) => {
-                    inside.insert(rest.to_string(), v.clone());
-                }
-                None => outside.push(k.clone()),
-            }
-        }
-        (Some("backbone.".to_string()), inside, outside)
-    } else {
-        (None, all.clone(), vec![])
-    };
+    let (prefix, tensors, outside) = split_prefix(all, "backbone.");
     let dialect = detect_dialect(tensors.keys().map(String::as_str))?;
     Ok(BackboneTensors {
         prefix,

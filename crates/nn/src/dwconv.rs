@@ -1,0 +1,363 @@
+//! Depth-wise 3×3 convolution (stride 1, padding 1, bias) on channels-last maps.
+//!
+//! PVT v2's convolutional FFN (`mlp.dwconv.dwconv`, PyTorch
+//! `nn.Conv2d(C, C, 3, 1, 1, bias=True, groups=C)`) runs on the hidden tokens `[B, N, C]`, which
+//! are already a channels-last map `[B, H, W, C]`. candle's grouped convolution splits the input
+//! into `C` single-channel convolutions, which is far too slow for `C` in the thousands, so the CPU
+//! path here is a direct kernel: every output pixel is `bias + Σ_taps w[tap] ⊙ x[neighbour]`,
+//! a `C`-wide multiply-add per tap that the compiler vectorises, with the rows spread over threads.
+//! Neighbours outside the map count as zeros (PyTorch's zero padding).
+//!
+//! Invariants: the output has the input's shape; the result equals candle's
+//! `conv2d(.., padding 1, stride 1, dilation 1, groups C)` up to f32 summation order (tested
+//! below). The fast path is taken on the CPU for f32 when the weights are not training variables;
+//! it is differentiable with respect to the input (the input gradient is the same kernel with the
+//! taps mirrored). Weights that are variables, other devices and other dtypes go through candle's
+//! differentiable grouped `conv2d` (the rule of [`crate::conv`]).
+
+use std::sync::Arc;
+
+use candle::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+
+/// `Conv2d(C, C, 3, stride 1, padding 1, groups C, bias)` on `[B, H, W, C]` maps.
+#[derive(Debug, Clone)]
+pub struct DepthwiseConv3x3 {
+    /// `[C, 1, 3, 3]` (PyTorch layout).
+    weight: Tensor,
+    /// `[C]`.
+    bias: Tensor,
+    /// Tap-major `[9, C]`, taps in `(ky, kx)` raster order.
+    taps: Arc<Vec<f32>>,
+    /// `[C]`.
+    bias_host: Arc<Vec<f32>>,
+    channels: usize,
+}
+
+impl DepthwiseConv3x3 {
+    /// Reads `weight` `[C, 1, 3, 3]` and `bias` `[C]` from `vb`.
+    pub fn new(channels: usize, vb: VarBuilder) -> candle::Result<Self> {
+        let weight = vb.get((channels, 1, 3, 3), "weight")?;
+        let bias = vb.get(channels, "bias")?;
+        Self::from_tensors(weight, bias)
+    }
+
+    /// From tensors already at hand: `weight` `[C, 1, 3, 3]`, `bias` `[C]`.
+    pub fn from_tensors(weight: Tensor, bias: Tensor) -> candle::Result<Self> {
+        let (c, one, kh, kw) = weight.dims4()?;
+        if (one, kh, kw) != (1, 3, 3) {
+            candle::bail!(
+                "depth-wise 3x3 conv expects a [C, 1, 3, 3] weight, got {:?}",
+                weight.dims()
+            )
+        }
+        if bias.dims() != [c] {
+            candle::bail!("depth-wise conv bias must be [{c}], got {:?}", bias.dims())
+        }
+        // [C, 1, 3, 3] -> [3, 3, C] -> [9·C]
+        let taps = weight
+            .reshape((c, 9))?
+            .t()?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let bias_host = bias.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        Ok(Self {
+            weight,
+            bias,
+            taps: Arc::new(taps),
+            bias_host: Arc::new(bias_host),
+            channels: c,
+        })
+    }
+
+    /// Number of channels `C`.
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// `x`: channels-last `[B, H, W, C]`; returns `[B, H, W, C]`.
+    pub fn forward_nhwc(&self, x: &Tensor) -> candle::Result<Tensor> {
+        let (_, h, w, c) = x.dims4()?;
+        if c != self.channels {
+            candle::bail!(
+                "depth-wise conv expects {} channels, got {c}",
+                self.channels
+            )
+        }
+        if h == 0 || w == 0 {
+            candle::bail!("depth-wise conv on an empty {h}x{w} map")
+        }
+        let fast = x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && !self.weight.is_variable()
+            && !self.bias.is_variable();
+        if fast {
+            x.contiguous()?.apply_op1(DwOp {
+                taps: self.taps.clone(),
+                bias: Some(self.bias_host.clone()),
+            })
+        } else {
+            self.forward_candle(x)
+        }
+    }
+
+    /// candle's grouped convolution (differentiable in everything, any device).
+    fn forward_candle(&self, x: &Tensor) -> candle::Result<Tensor> {
+        let c = self.channels;
+        let x = x.permute((0, 3, 1, 2))?.contiguous()?; // NHWC -> NCHW
+        let y = x
+            .conv2d(&self.weight, 1, 1, 1, c)?
+            .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?;
+        y.permute((0, 2, 3, 1))?.contiguous() // NCHW -> NHWC
+    }
+}
+
+/// The CPU kernel as a candle op: input `[B, H, W, C]` contiguous f32.
+struct DwOp {
+    /// `[9, C]`.
+    taps: Arc<Vec<f32>>,
+    /// `[C]`, or none (zero bias, for the input gradient).
+    bias: Option<Arc<Vec<f32>>>,
+}
+
+impl CustomOp1 for DwOp {
+    fn name(&self) -> &'static str {
+        "pvt-depthwise-conv3x3"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
+            candle::Error::Msg("depth-wise conv: input must be contiguous".into())
+        })?;
+        let src = match storage {
+            CpuStorage::F32(v) => &v[start..end],
+            _ => {
+                return Err(candle::Error::Msg(
+                    "depth-wise conv: the CPU kernel takes f32".into(),
+                ))
+            }
+        };
+        let (b, h, w, c) = layout.shape().dims4()?;
+        if self.taps.len() != 9 * c {
+            candle::bail!("depth-wise conv: {} taps for {c} channels", self.taps.len())
+        }
+        let zeros;
+        let bias: &[f32] = match &self.bias {
+            Some(v) => v,
+            None => {
+                zeros = vec![0f32; c];
+                &zeros
+            }
+        };
+        let mut out = vec![0f32; b * h * w * c];
+        out.par_chunks_mut(w * c).enumerate().for_each(|(r, row)| {
+            let (bi, y) = (r / h, r % h);
+            let img = &src[bi * h * w * c..(bi + 1) * h * w * c];
+            dw_row(img, row, &self.taps, bias, (h, w, c), y);
+        });
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle::Result<Option<Tensor>> {
+        // y[p] = b + Σ_t w[t] x[p + d_t]  =>  ∂L/∂x[q] = Σ_t w[t] g[q − d_t]: the same stencil with
+        // the taps mirrored (tap (ky, kx) -> (2 − ky, 2 − kx)) and no bias.
+        let c = self.taps.len() / 9;
+        let mut mirrored = vec![0f32; 9 * c];
+        for t in 0..9 {
+            mirrored[(8 - t) * c..(9 - t) * c].copy_from_slice(&self.taps[t * c..(t + 1) * c]);
+        }
+        let g = grad_res.contiguous()?.apply_op1(DwOp {
+            taps: Arc::new(mirrored),
+            bias: None,
+        })?;
+        Ok(Some(g))
+    }
+}
+
+/// One output row `y` of one image: `row` is `[W, C]`, `img` is `[H, W, C]`.
+fn dw_row(
+    img: &[f32],
+    row: &mut [f32],
+    taps: &[f32],
+    bias: &[f32],
+    hwc: (usize, usize, usize),
+    y: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features the function was compiled for.
+        return unsafe { dw_row_avx2(img, row, taps, bias, hwc, y) };
+    }
+    dw_row_generic(img, row, taps, bias, hwc, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dw_row_avx2(
+    img: &[f32],
+    row: &mut [f32],
+    taps: &[f32],
+    bias: &[f32],
+    hwc: (usize, usize, usize),
+    y: usize,
+) {
+    // Same code, compiled for 8-wide vectors.
+    dw_row_generic(img, row, taps, bias, hwc, y)
+}
+
+#[inline(always)]
+fn dw_row_generic(
+    img: &[f32],
+    row: &mut [f32],
+    taps: &[f32],
+    bias: &[f32],
+    (h, w, c): (usize, usize, usize),
+    y: usize,
+) {
+    let y_lo = y.saturating_sub(1);
+    let y_hi = (y + 1).min(h - 1);
+    for x in 0..w {
+        let out = &mut row[x * c..(x + 1) * c];
+        out.copy_from_slice(bias);
+        let x_lo = x.saturating_sub(1);
+        let x_hi = (x + 1).min(w - 1);
+        for yy in y_lo..=y_hi {
+            let ky = yy + 1 - y;
+            for xx in x_lo..=x_hi {
+                let kx = xx + 1 - x;
+                let t = &taps[(ky * 3 + kx) * c..(ky * 3 + kx + 1) * c];
+                let inp = &img[(yy * w + xx) * c..(yy * w + xx + 1) * c];
+                for ((o, &v), &k) in out.iter_mut().zip(inp).zip(t) {
+                    *o += v * k;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle::{Device, Var};
+
+    fn max_abs(t: &Tensor) -> f32 {
+        t.abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// Fast kernel vs candle's grouped conv2d on NCHW, `max|diff| / max|ref|`.
+    fn check(b: usize, h: usize, w: usize, c: usize) {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (b, h, w, c), &dev).unwrap();
+        let wt = Tensor::randn(0f32, 0.5, (c, 1, 3, 3), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 0.1, c, &dev).unwrap();
+        let conv = DepthwiseConv3x3::from_tensors(wt.clone(), bias.clone()).unwrap();
+        let got = conv.forward_nhwc(&x).unwrap();
+        let want = x
+            .permute((0, 3, 1, 2))
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .conv2d(&wt, 1, 1, 1, c)
+            .unwrap()
+            .broadcast_add(&bias.reshape((1, c, 1, 1)).unwrap())
+            .unwrap()
+            .permute((0, 2, 3, 1))
+            .unwrap();
+        assert_eq!(got.dims(), want.dims());
+        let e = max_abs(&(&got - &want).unwrap()) / max_abs(&want);
+        assert!(e < 1e-6, "b{b} {h}x{w} c{c}: rel err {e:e}");
+    }
+
+    #[test]
+    fn matches_candle_grouped_conv() {
+        check(1, 7, 9, 5);
+        check(2, 5, 5, 16);
+        check(1, 1, 1, 3); // every neighbour is padding
+        check(1, 1, 6, 8);
+        check(1, 6, 1, 8);
+        check(2, 13, 19, 33); // channels not a multiple of the vector width
+    }
+
+    #[test]
+    fn hand_computed_corner() {
+        // one channel, all-ones 3x3 kernel, bias 0.5, 2x2 input: each output sums the whole map
+        let dev = Device::Cpu;
+        let x = Tensor::new(&[1f32, 2., 3., 4.], &dev)
+            .unwrap()
+            .reshape((1, 2, 2, 1))
+            .unwrap();
+        let conv = DepthwiseConv3x3::from_tensors(
+            Tensor::ones((1, 1, 3, 3), DType::F32, &dev).unwrap(),
+            Tensor::new(&[0.5f32], &dev).unwrap(),
+        )
+        .unwrap();
+        let y = conv.forward_nhwc(&x).unwrap().flatten_all().unwrap();
+        assert_eq!(y.to_vec1::<f32>().unwrap(), vec![10.5; 4]);
+    }
+
+    #[test]
+    fn input_gradient_matches_candle() {
+        let dev = Device::Cpu;
+        let (b, h, w, c) = (2, 5, 6, 7);
+        let wt = Tensor::randn(0f32, 0.5, (c, 1, 3, 3), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 0.1, c, &dev).unwrap();
+        let probe = Tensor::randn(0f32, 1., (b, h, w, c), &dev).unwrap();
+        let conv = DepthwiseConv3x3::from_tensors(wt.clone(), bias.clone()).unwrap();
+        let grad_of = |fast: bool| {
+            let x = Var::from_tensor(&probe).unwrap();
+            let y = if fast {
+                conv.forward_nhwc(x.as_tensor()).unwrap()
+            } else {
+                conv.forward_candle(x.as_tensor()).unwrap()
+            };
+            let loss = (y.sqr().unwrap().sum_all()).unwrap();
+            loss.backward().unwrap().get(&x).unwrap().clone()
+        };
+        let (g_fast, g_ref) = (grad_of(true), grad_of(false));
+        let e = max_abs(&(&g_fast - &g_ref).unwrap()) / max_abs(&g_ref);
+        assert!(e < 1e-6, "input gradient rel err {e:e}");
+    }
+
+    #[test]
+    fn variable_weights_take_the_differentiable_path() {
+        let dev = Device::Cpu;
+        let wt = Var::randn(0f32, 1., (4, 1, 3, 3), &dev).unwrap();
+        let bias = Var::zeros(4, DType::F32, &dev).unwrap();
+        let conv = DepthwiseConv3x3::from_tensors(wt.as_tensor().clone(), bias.as_tensor().clone())
+            .unwrap();
+        let x = Tensor::randn(0f32, 1., (1, 3, 3, 4), &dev).unwrap();
+        let y = conv.forward_nhwc(&x).unwrap();
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(&wt).is_some() && grads.get(&bias).is_some());
+    }
+
+    #[test]
+    fn rejects_bad_shapes() {
+        let dev = Device::Cpu;
+        let w = Tensor::zeros((4, 1, 5, 5), DType::F32, &dev).unwrap();
+        let b = Tensor::zeros(4, DType::F32, &dev).unwrap();
+        assert!(DepthwiseConv3x3::from_tensors(w, b.clone()).is_err());
+        let w = Tensor::zeros((4, 1, 3, 3), DType::F32, &dev).unwrap();
+        let conv = DepthwiseConv3x3::from_tensors(w, b).unwrap();
+        let x = Tensor::zeros((1, 2, 2, 3), DType::F32, &dev).unwrap();
+        assert!(conv.forward_nhwc(&x).is_err());
+    }
+}
