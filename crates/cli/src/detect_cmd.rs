@@ -256,31 +256,14 @@ pub struct BenchDetectArgs {
 /// graph), with the classification bias at the focal-loss prior (p = 0.01) so that score
 /// thresholds and NMS see a realistic number of candidates.
 fn random_retinanet(cfg: &RetinaNetConfig, dev: &Device) -> Result<RetinaNetPvt> {
-    let varmap = candle_nn::VarMap::new();
-    RetinaNetPvt::new(
-        cfg,
-        candle_nn::VarBuilder::from_varmap(&varmap, candle::DType::F32, dev),
-    )?;
-    let mut weights = std::collections::HashMap::new();
-    for (k, v) in varmap
-        .data()
-        .lock()
-        .map_err(|_| anyhow::anyhow!("varmap lock poisoned"))?
-        .iter()
-    {
-        let t = v.as_tensor().detach();
-        let t = if k == "bbox_head.retina_cls.bias" {
-            (t.zeros_like()? - 4.595)?
-        } else if t.sum_all()?.to_scalar::<f32>()? == 0.0 {
-            t.randn_like(0.0, 0.02)?
-        } else {
-            t
-        };
-        weights.insert(k.clone(), t);
-    }
-    RetinaNetPvt::new(
-        cfg,
-        candle_nn::VarBuilder::from_tensors(weights, candle::DType::F32, dev),
+    crate::bench_util::random_model(
+        dev,
+        |vb| RetinaNetPvt::new(cfg, vb),
+        |k, t| {
+            Ok((k == "bbox_head.retina_cls.bias")
+                .then(|| t.zeros_like().and_then(|z| z - 4.595))
+                .transpose()?)
+        },
     )
 }
 
@@ -291,20 +274,16 @@ pub fn bench_detect(a: BenchDetectArgs) -> Result<()> {
         let cfg =
             RetinaNetConfig::from_name(name).with_context(|| format!("unknown model `{name}`"))?;
         let det = RetinaNetDetector::new(random_retinanet(&cfg, &dev)?, &dev)?;
-        let (base, _) = crate::backbone_cmd::rss_mib();
-        for _ in 0..a.warmup {
-            det.detect(&img)?;
-        }
-        let mut times = vec![];
+        let (base, _) = crate::bench_util::rss_mib();
         let mut n = 0;
-        for _ in 0..a.runs {
-            let t0 = Instant::now();
-            n = det.detect(&img)?.len();
-            times.push(t0.elapsed().as_secs_f64() * 1e3);
-        }
-        times.sort_by(f64::total_cmp);
-        let (median, min) = (times[times.len() / 2], times[0]);
-        let (_, peak) = crate::backbone_cmd::rss_mib();
+        let t = crate::bench_util::time_runs(
+            a.warmup,
+            a.runs,
+            || Ok(n = det.detect(&img)?.len()),
+            || {},
+        )?;
+        let (median, min) = (t.median_ms, t.min_ms);
+        let (_, peak) = crate::bench_util::rss_mib();
         if a.json {
             println!(
                 "{}",

@@ -5,6 +5,7 @@
 //! `eval` (COCO AP and ADE20K mIoU on result files).
 
 mod backbone_cmd;
+mod bench_util;
 mod detect_cmd;
 mod eval_cmd;
 mod segment_cmd;

@@ -253,33 +253,14 @@ pub struct BenchSegmentArgs {
 /// Random weights (VarMap init, detached); BatchNorm scales and variances at 1 so folding
 /// stays finite.
 fn random_semantic_fpn(cfg: &SemanticFpnConfig, dev: &Device) -> Result<SemanticFpnPvt> {
-    let varmap = candle_nn::VarMap::new();
-    SemanticFpnPvt::new(
-        cfg,
-        candle_nn::VarBuilder::from_varmap(&varmap, candle::DType::F32, dev),
+    crate::bench_util::random_model(
         dev,
-    )?;
-    let mut weights = std::collections::HashMap::new();
-    for (k, v) in varmap
-        .data()
-        .lock()
-        .map_err(|_| anyhow::anyhow!("varmap lock poisoned"))?
-        .iter()
-    {
-        let t = v.as_tensor().detach();
-        let t = if k.ends_with("running_var") || k.ends_with("bn.weight") {
-            t.ones_like()?
-        } else if t.sum_all()?.to_scalar::<f32>()? == 0.0 {
-            t.randn_like(0.0, 0.02)?
-        } else {
-            t
-        };
-        weights.insert(k.clone(), t);
-    }
-    SemanticFpnPvt::new(
-        cfg,
-        candle_nn::VarBuilder::from_tensors(weights, candle::DType::F32, dev),
-        dev,
+        |vb| SemanticFpnPvt::new(cfg, vb, dev),
+        |k, t| {
+            Ok((k.ends_with("running_var") || k.ends_with("bn.weight"))
+                .then(|| t.ones_like())
+                .transpose()?)
+        },
     )
 }
 
@@ -305,19 +286,15 @@ pub fn bench_segment(a: BenchSegmentArgs) -> Result<()> {
                 };
                 image::Rgb([v(0), v(1), v(2)])
             });
-            let (base, _) = crate::backbone_cmd::rss_mib();
-            for _ in 0..a.warmup {
-                model.segment_with(&img, &test)?;
-            }
-            let mut times = vec![];
-            for _ in 0..a.runs {
-                let t0 = Instant::now();
-                model.segment_with(&img, &test)?;
-                times.push(t0.elapsed().as_secs_f64() * 1e3);
-            }
-            times.sort_by(f64::total_cmp);
-            let (median, min) = (times[times.len() / 2], times[0]);
-            let (_, peak) = crate::backbone_cmd::rss_mib();
+            let (base, _) = crate::bench_util::rss_mib();
+            let t = crate::bench_util::time_runs(
+                a.warmup,
+                a.runs,
+                || model.segment_with(&img, &test).map(|_| ()),
+                || {},
+            )?;
+            let (median, min) = (t.median_ms, t.min_ms);
+            let (_, peak) = crate::bench_util::rss_mib();
             if a.json {
                 println!(
                     "{}",
