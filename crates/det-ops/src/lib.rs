@@ -12,6 +12,10 @@
 //!   (including the coordinate-offset trick), [`multiclass_nms`] as mmdet's
 //!   `multiclass_nms`, and the ranking helpers ([`top_k`], [`argsort_desc`], [`pre_nms_top_k`]).
 //! - [`roi`]: [`map_roi_levels`], the FPN level a RoI is pooled from (`SingleRoIExtractor`).
+//! - [`mod@roi_align`]: [`roi_align()`], mmcv's `RoIAlign` (avg mode, `aligned`, adaptive or
+//!   fixed sampling), and [`multi_level_roi_align`], mmdet's `SingleRoIExtractor` over P2–P5.
+//! - [`mask_paste`]: [`paste_mask`] and friends, mmdet's `_do_paste_mask` + `grid_sample` +
+//!   `mask_thr_binary` for one Mask R-CNN mask, into the original image.
 //!
 //! # Conventions (stated once for the crate)
 //!
@@ -36,7 +40,7 @@
 //!   in the workspace is `pvt-eval`'s crowd-aware IoU, which is part of the COCO metric and must
 //!   build without any model code.
 //! - This crate knows nothing of tensors, checkpoints or datasets: it works on host slices of
-//!   `[f32; 4]`, so it can be tested exhaustively and called after the one device → host copy of
+//!   `[f32; 4]` (and, for RoIAlign and mask pasting, row-major `f32` maps), so it can be tested exhaustively and called after the one device → host copy of
 //!   a head's outputs.
 //! - No function panics on user data: length mismatches and invalid configurations are errors,
 //!   and NaN inputs give defined (documented) results.
@@ -58,8 +62,10 @@
 pub mod anchors;
 pub mod boxes;
 pub mod coder;
+pub mod mask_paste;
 pub mod nms;
 pub mod roi;
+pub mod roi_align;
 
 pub use anchors::{AnchorConfig, AnchorGenerator, AnchorScales};
 pub use boxes::{
@@ -67,8 +73,13 @@ pub use boxes::{
     xyxy_to_xywh, IouMatrix,
 };
 pub use coder::DeltaXywhCoder;
+pub use mask_paste::{
+    paste_bitmask, paste_mask, paste_mask_probs, paste_masks, paste_region, PasteRegion,
+    MASK_THR_BINARY,
+};
 pub use nms::{
     argsort_desc, batched_nms, multiclass_nms, nms, pre_nms_top_k, top_k, ClassBoxes,
     ClassDetection, MulticlassNmsConfig, NmsThreshold, Suppress,
 };
 pub use roi::{map_roi_level, map_roi_levels};
+pub use roi_align::{multi_level_roi_align, roi_align, RoiLevel};
