@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use candle::{DType, Device, Tensor};
 use clap::{Args, ValueEnum};
 use pvt_backbone::naming::{mmdet_to_official, official_to_mmdet, split_backbone, Dialect};
-use pvt_backbone::{guess_variant, load_classifier, load_dense, PvtConfig, PvtDense, PvtV1};
+use pvt_backbone::{guess_variant, Arch, PvtDense, PvtV1};
 use pvt_nn::checkpoint::save_safetensors;
 use pvt_nn::image::{deit_eval_transform, load_rgb, normalize_255};
 use pvt_nn::{Checkpoint, ImageBatch};
@@ -19,7 +19,8 @@ const IMAGENET_CLASSES: &str = include_str!("../../../assets/imagenet_classes.tx
 #[derive(Args, Debug, Clone)]
 #[group(required = true, multiple = false)]
 pub struct ArchArgs {
-    /// Published architecture: pvt_tiny, pvt_small, pvt_medium, pvt_large.
+    /// Published architecture: pvt_tiny, pvt_small, pvt_medium, pvt_large (PVT v1),
+    /// pvt_v2_b0 ... pvt_v2_b5, pvt_v2_b2_li (PVT v2).
     #[arg(long)]
     arch: Option<String>,
     /// A JSON model config (see assets/configs/) instead of --arch.
@@ -28,15 +29,10 @@ pub struct ArchArgs {
 }
 
 impl ArchArgs {
-    fn resolve(&self) -> Result<(String, PvtConfig)> {
+    fn resolve(&self) -> Result<(String, Arch)> {
         if let Some(name) = &self.arch {
-            let v = PvtV1::from_name(name).with_context(|| {
-                format!(
-                    "unknown architecture `{name}`; expected one of {}",
-                    PvtV1::ALL.map(|v| v.name()).join(", ")
-                )
-            })?;
-            return Ok((v.name().to_string(), v.config()));
+            let (name, arch) = Arch::from_name(name)?;
+            return Ok((name.to_string(), arch));
         }
         let path = self
             .config
@@ -44,10 +40,8 @@ impl ArchArgs {
             .expect("clap enforces one of --arch / --config");
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        let cfg: PvtConfig = serde_json::from_str(&text)
+        let cfg = Arch::from_json(&text)
             .with_context(|| format!("{}: invalid model config", path.display()))?;
-        cfg.validate()
-            .with_context(|| format!("{}", path.display()))?;
         Ok((path.display().to_string(), cfg))
     }
 }
@@ -74,7 +68,7 @@ pub fn classify(a: ClassifyArgs) -> Result<()> {
     let (arch, cfg) = a.arch.resolve()?;
     let dev = Device::Cpu;
     let ckpt = Checkpoint::load(&a.weights)?;
-    let (model, info) = load_classifier(&ckpt, &cfg, &dev)?;
+    let (model, info) = cfg.load_classifier(&ckpt, &dev)?;
     let img = load_rgb(&a.image)?;
     let x = deit_eval_transform(&img, &dev)?.unsqueeze(0)?;
     let probs = model.probabilities(&x)?.squeeze(0)?.to_vec1::<f32>()?;
@@ -138,7 +132,7 @@ pub fn features(a: FeaturesArgs) -> Result<()> {
     let (_, cfg) = a.arch.resolve()?;
     let dev = Device::Cpu;
     let ckpt = Checkpoint::load(&a.weights)?;
-    let (model, info) = load_dense(&ckpt, &cfg, &dev)?;
+    let (model, info) = cfg.load_dense(&ckpt, &dev)?;
     eprintln!("{}: {}", a.weights.display(), info.summary());
     let img = load_rgb(&a.image)?;
     let x = normalize_255(&img, &dev)?;

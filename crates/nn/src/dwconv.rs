@@ -79,6 +79,17 @@ impl DepthwiseConv3x3 {
 
     /// `x`: channels-last `[B, H, W, C]`; returns `[B, H, W, C]`.
     pub fn forward_nhwc(&self, x: &Tensor) -> candle::Result<Tensor> {
+        self.forward_impl(x, false)
+    }
+
+    /// `GELU(conv(x))` with the exact-erf GELU of [`crate::ops::gelu_erf`] (PVT v2's
+    /// `dwconv → act`). On the fast path the activation is applied while the output is still in
+    /// registers, saving a pass over the hidden map; the values equal the unfused composition.
+    pub fn forward_nhwc_gelu(&self, x: &Tensor) -> candle::Result<Tensor> {
+        self.forward_impl(x, true)
+    }
+
+    fn forward_impl(&self, x: &Tensor, gelu: bool) -> candle::Result<Tensor> {
         let (_, h, w, c) = x.dims4()?;
         if c != self.channels {
             candle::bail!(
@@ -97,7 +108,10 @@ impl DepthwiseConv3x3 {
             x.contiguous()?.apply_op1(DwOp {
                 taps: self.taps.clone(),
                 bias: Some(self.bias_host.clone()),
+                gelu,
             })
+        } else if gelu {
+            crate::ops::gelu_erf(&self.forward_candle(x)?)
         } else {
             self.forward_candle(x)
         }
@@ -115,11 +129,14 @@ impl DepthwiseConv3x3 {
 }
 
 /// The CPU kernel as a candle op: input `[B, H, W, C]` contiguous f32.
+#[derive(Clone)]
 struct DwOp {
     /// `[9, C]`.
     taps: Arc<Vec<f32>>,
     /// `[C]`, or none (zero bias, for the input gradient).
     bias: Option<Arc<Vec<f32>>>,
+    /// Apply the exact-erf GELU to each output (fused epilogue).
+    gelu: bool,
 }
 
 impl CustomOp1 for DwOp {
@@ -159,27 +176,40 @@ impl CustomOp1 for DwOp {
         out.par_chunks_mut(w * c).enumerate().for_each(|(r, row)| {
             let (bi, y) = (r / h, r % h);
             let img = &src[bi * h * w * c..(bi + 1) * h * w * c];
-            dw_row(img, row, &self.taps, bias, (h, w, c), y);
+            dw_row(img, row, &self.taps, bias, (h, w, c), y, self.gelu);
         });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
     fn bwd(
         &self,
-        _arg: &Tensor,
+        arg: &Tensor,
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> candle::Result<Option<Tensor>> {
-        // y[p] = b + Σ_t w[t] x[p + d_t]  =>  ∂L/∂x[q] = Σ_t w[t] g[q − d_t]: the same stencil with
-        // the taps mirrored (tap (ky, kx) -> (2 − ky, 2 − kx)) and no bias.
+        // z[p] = b + Σ_t w[t] x[p + d_t]  =>  ∂L/∂x[q] = Σ_t w[t] ∂L/∂z[q − d_t]: the same stencil
+        // with the taps mirrored (tap (ky, kx) -> (2 − ky, 2 − kx)) and no bias.
+        let grad_z = if self.gelu {
+            // y = GELU(z): recompute z, then ∂L/∂z = ∂L/∂y · (Φ(z) + z·φ(z))
+            let z = arg.contiguous()?.apply_op1(DwOp {
+                gelu: false,
+                ..self.clone()
+            })?;
+            let cdf = ((&z * std::f64::consts::FRAC_1_SQRT_2)?.erf()? + 1.0)? * 0.5;
+            let pdf = ((z.sqr()? * -0.5)?.exp()? * (1.0 / (2.0 * std::f64::consts::PI).sqrt()))?;
+            grad_res.mul(&(cdf? + (&z * pdf)?)?)?
+        } else {
+            grad_res.clone()
+        };
         let c = self.taps.len() / 9;
         let mut mirrored = vec![0f32; 9 * c];
         for t in 0..9 {
             mirrored[(8 - t) * c..(9 - t) * c].copy_from_slice(&self.taps[t * c..(t + 1) * c]);
         }
-        let g = grad_res.contiguous()?.apply_op1(DwOp {
+        let g = grad_z.contiguous()?.apply_op1(DwOp {
             taps: Arc::new(mirrored),
             bias: None,
+            gelu: false,
         })?;
         Ok(Some(g))
     }
@@ -193,13 +223,14 @@ fn dw_row(
     bias: &[f32],
     hwc: (usize, usize, usize),
     y: usize,
+    gelu: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function was compiled for.
-        return unsafe { dw_row_avx2(img, row, taps, bias, hwc, y) };
+        return unsafe { dw_row_avx2(img, row, taps, bias, hwc, y, gelu) };
     }
-    dw_row_generic(img, row, taps, bias, hwc, y)
+    dw_row_generic(img, row, taps, bias, hwc, y, gelu)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -211,9 +242,55 @@ unsafe fn dw_row_avx2(
     bias: &[f32],
     hwc: (usize, usize, usize),
     y: usize,
+    gelu: bool,
 ) {
-    // Same code, compiled for 8-wide vectors.
-    dw_row_generic(img, row, taps, bias, hwc, y)
+    // Same code, compiled for 8-wide vectors and hardware FMA (used by the GELU's erf).
+    dw_row_generic(img, row, taps, bias, hwc, y, gelu)
+}
+
+/// Channels per register block (four 8-wide accumulators).
+const LANES: usize = 32;
+
+#[inline(always)]
+fn gelu_erf_scalar(x: f32) -> f32 {
+    // the formula of `crate::ops::gelu_erf`, so fused and unfused results are identical
+    0.5 * x * (1.0 + crate::ops::erf_f32_fast(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// Σ over the in-bounds taps for the channels `[c0, c0 + acc.len())` of output pixel `(y, x)`,
+/// then the optional GELU. Called with fixed-size blocks so that the accumulators stay in
+/// registers.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn dw_block(
+    acc: &mut [f32],
+    img: &[f32],
+    taps: &[f32],
+    bias: &[f32],
+    (h, w, c): (usize, usize, usize),
+    (y, x): (usize, usize),
+    c0: usize,
+    apply_gelu: bool,
+) {
+    let n = acc.len();
+    acc.copy_from_slice(&bias[c0..c0 + n]);
+    for yy in y.saturating_sub(1)..=(y + 1).min(h - 1) {
+        let ky = yy + 1 - y;
+        for xx in x.saturating_sub(1)..=(x + 1).min(w - 1) {
+            let tap = ky * 3 + xx + 1 - x;
+            let t = &taps[tap * c + c0..tap * c + c0 + n];
+            let p = (yy * w + xx) * c + c0;
+            let i = &img[p..p + n];
+            for ((a, &v), &k) in acc.iter_mut().zip(i).zip(t) {
+                *a += v * k;
+            }
+        }
+    }
+    if apply_gelu {
+        for a in acc.iter_mut() {
+            *a = gelu_erf_scalar(*a);
+        }
+    }
 }
 
 #[inline(always)]
@@ -222,26 +299,25 @@ fn dw_row_generic(
     row: &mut [f32],
     taps: &[f32],
     bias: &[f32],
-    (h, w, c): (usize, usize, usize),
+    hwc: (usize, usize, usize),
     y: usize,
+    gelu: bool,
 ) {
-    let y_lo = y.saturating_sub(1);
-    let y_hi = (y + 1).min(h - 1);
+    let (_, w, c) = hwc;
     for x in 0..w {
         let out = &mut row[x * c..(x + 1) * c];
-        out.copy_from_slice(bias);
-        let x_lo = x.saturating_sub(1);
-        let x_hi = (x + 1).min(w - 1);
-        for yy in y_lo..=y_hi {
-            let ky = yy + 1 - y;
-            for xx in x_lo..=x_hi {
-                let kx = xx + 1 - x;
-                let t = &taps[(ky * 3 + kx) * c..(ky * 3 + kx + 1) * c];
-                let inp = &img[(yy * w + xx) * c..(yy * w + xx + 1) * c];
-                for ((o, &v), &k) in out.iter_mut().zip(inp).zip(t) {
-                    *o += v * k;
-                }
-            }
+        let mut c0 = 0;
+        while c0 + LANES <= c {
+            let mut acc = [0f32; LANES];
+            dw_block(&mut acc, img, taps, bias, hwc, (y, x), c0, gelu);
+            out[c0..c0 + LANES].copy_from_slice(&acc);
+            c0 += LANES;
+        }
+        if c0 < c {
+            let mut acc = [0f32; LANES];
+            let rem = &mut acc[..c - c0];
+            dw_block(rem, img, taps, bias, hwc, (y, x), c0, gelu);
+            out[c0..].copy_from_slice(rem);
         }
     }
 }
@@ -294,6 +370,36 @@ mod tests {
         check(1, 1, 6, 8);
         check(1, 6, 1, 8);
         check(2, 13, 19, 33); // channels not a multiple of the vector width
+    }
+
+    #[test]
+    fn fused_gelu_equals_the_composition() {
+        let dev = Device::Cpu;
+        let (b, h, w, c) = (1, 6, 7, 45);
+        let x = Tensor::randn(0f32, 1., (b, h, w, c), &dev).unwrap();
+        let wt = Tensor::randn(0f32, 0.5, (c, 1, 3, 3), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 0.1, c, &dev).unwrap();
+        let conv = DepthwiseConv3x3::from_tensors(wt, bias).unwrap();
+        let fused = conv.forward_nhwc_gelu(&x).unwrap();
+        let composed = crate::ops::gelu_erf(&conv.forward_nhwc(&x).unwrap()).unwrap();
+        assert_eq!(max_abs(&(&fused - &composed).unwrap()), 0.0);
+        // its input gradient agrees with candle's differentiable ops
+        let grad = |fast: bool| {
+            let v = Var::from_tensor(&x).unwrap();
+            let y = if fast {
+                conv.forward_nhwc_gelu(v.as_tensor()).unwrap()
+            } else {
+                conv.forward_candle(v.as_tensor())
+                    .unwrap()
+                    .gelu_erf()
+                    .unwrap()
+            };
+            let loss = y.sqr().unwrap().sum_all().unwrap();
+            loss.backward().unwrap().get(&v).unwrap().clone()
+        };
+        let (g_fast, g_ref) = (grad(true), grad(false));
+        let e = max_abs(&(&g_fast - &g_ref).unwrap()) / max_abs(&g_ref);
+        assert!(e < 1e-5, "fused input gradient rel err {e:e}");
     }
 
     #[test]

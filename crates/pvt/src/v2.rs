@@ -222,10 +222,11 @@ impl Mlp {
             t = t.relu()?;
         }
         let hidden = t.dim(2)?;
-        // tokens [B, N, hidden] are the channels-last map [B, h, w, hidden]
-        let t = self.dwconv.forward_nhwc(&t.reshape((b, h, w, hidden))?)?;
-        let t = gelu_erf(&t.reshape((b, n, hidden))?)?;
-        Ok(self.fc2.forward(&t)?)
+        // tokens [B, N, hidden] are the channels-last map [B, h, w, hidden]; GELU fused in
+        let t = self
+            .dwconv
+            .forward_nhwc_gelu(&t.reshape((b, h, w, hidden))?)?;
+        Ok(self.fc2.forward(&t.reshape((b, n, hidden))?)?)
     }
 }
 
