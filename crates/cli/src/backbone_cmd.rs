@@ -2,10 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle::{DType, Device, Tensor};
+use candle::{Device, Tensor};
 use clap::{Args, ValueEnum};
 use pvt_backbone::naming::{mmdet_to_official, official_to_mmdet, split_backbone, Dialect};
 use pvt_backbone::{guess_variant, Arch, PvtDense, PvtV1};
@@ -343,20 +342,6 @@ fn parse_size(s: &str) -> Result<(usize, usize)> {
     ))
 }
 
-/// Resident set size and its peak, in MiB, from /proc/self/status (Linux).
-pub(crate) fn rss_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .map_or(f64::NAN, |kb| kb / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 pub fn bench(a: BenchArgs) -> Result<()> {
     let dev = Device::Cpu;
     let threads = std::thread::available_parallelism()
@@ -365,56 +350,31 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     for name in &a.arch {
         let v = PvtV1::from_name(name).with_context(|| format!("unknown architecture `{name}`"))?;
         let cfg = v.config();
-        // Random weights: initialise through a VarMap, then rebuild from plain (detached)
-        // tensors so that the forward pass does not record a backprop graph.
-        let varmap = candle_nn::VarMap::new();
-        let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-        PvtDense::new(&cfg, pvt_backbone::Numerics::OFFICIAL, vb)?;
-        let weights: std::collections::HashMap<String, Tensor> = varmap
-            .data()
-            .lock()
-            .map_err(|_| anyhow::anyhow!("varmap lock poisoned"))?
-            .iter()
-            .map(|(k, v)| {
-                let t = v.as_tensor().detach();
-                // LayerNorm scales start at 1 and everything else random-normal-ish
-                let t = if t.sum_all()?.to_scalar::<f32>()? == 0.0 {
-                    t.randn_like(0.0, 0.02)?
-                } else {
-                    t
-                };
-                Ok((k.clone(), t))
-            })
-            .collect::<Result<_>>()?;
-        let vb = candle_nn::VarBuilder::from_tensors(weights, DType::F32, &dev);
-        let model = PvtDense::new(&cfg, pvt_backbone::Numerics::OFFICIAL, vb)?;
+        let model = crate::bench_util::random_model(
+            &dev,
+            |vb| PvtDense::new(&cfg, pvt_backbone::Numerics::OFFICIAL, vb),
+            |_, _| Ok(None),
+        )?;
         for s in &a.size {
             let (h, w) = parse_size(s)?;
             let runs = a.runs.unwrap_or(if h * w <= 224 * 224 { 10 } else { 3 });
             let x = Tensor::randn(0f32, 1.0, (1, 3, h, w), &dev)?;
-            let (base, _) = rss_mib();
+            let (base, _) = crate::bench_util::rss_mib();
             let pb = indicatif::ProgressBar::new((a.warmup + runs) as u64)
                 .with_style(
                     indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len}")
                         .expect("template"),
                 )
                 .with_message(format!("{} {h}x{w}", v.name()));
-            for _ in 0..a.warmup {
-                run_once(&model, &x)?;
-                pb.inc(1);
-            }
-            let mut times = vec![];
-            for _ in 0..runs {
-                let t0 = Instant::now();
-                run_once(&model, &x)?;
-                times.push(t0.elapsed().as_secs_f64() * 1e3);
-                pb.inc(1);
-            }
+            let t = crate::bench_util::time_runs(
+                a.warmup,
+                runs,
+                || run_once(&model, &x),
+                || pb.inc(1),
+            )?;
             pb.finish_and_clear();
-            times.sort_by(f64::total_cmp);
-            let median = times[times.len() / 2];
-            let min = times[0];
-            let (_, peak) = rss_mib();
+            let (median, min) = (t.median_ms, t.min_ms);
+            let (_, peak) = crate::bench_util::rss_mib();
             if a.json {
                 println!(
                     "{}",
