@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use candle::{Device, Tensor};
 use clap::{Args, ValueEnum};
 use pvt_backbone::naming::{mmdet_to_official, official_to_mmdet, split_backbone, Dialect};
-use pvt_backbone::{guess_variant, Arch, PvtDense, PvtV1};
+use pvt_backbone::{guess_variant, guess_variant_v2, AnyDense, Arch, PvtDense, PvtV2Dense};
 use pvt_nn::checkpoint::save_safetensors;
 use pvt_nn::image::{deit_eval_transform, load_rgb, normalize_255};
 use pvt_nn::{Checkpoint, ImageBatch};
@@ -203,6 +203,40 @@ pub fn info(a: InfoArgs) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if ckpt
+        .tensors
+        .keys()
+        .any(|k| k.contains("dwconv") || k.contains(".ffn.layers.4."))
+    {
+        // every PVT v2 block has a depth-wise conv in its MLP (mmdetection: `ffn.layers.1`, which
+        // moves fc2 to `ffn.layers.4`); v1 has none
+        match pvt_backbone::naming_v2::split_backbone_v2(&ckpt.tensors) {
+            Ok(bb) => {
+                println!(
+                    "naming:     {}{}",
+                    bb.dialect,
+                    bb.prefix
+                        .map(|p| format!(", backbone under `{p}`"))
+                        .unwrap_or_default()
+                );
+                let has_head = bb.tensors.keys().any(|k| k.starts_with("head."));
+                println!(
+                    "form:       {}",
+                    if has_head {
+                        "classifier (head present)"
+                    } else {
+                        "dense backbone"
+                    }
+                );
+                match guess_variant_v2(&ckpt.tensors) {
+                    Some(v) => println!("arch:       {} (PVT v2)", v.name()),
+                    None => println!("arch:       not a published PVT v2 size (use --config)"),
+                }
+            }
+            Err(e) => println!("naming:     not a PVT v2 backbone: {e}"),
+        }
+        return Ok(());
+    }
     match split_backbone(&ckpt.tensors) {
         Ok(bb) => {
             println!(
@@ -348,13 +382,19 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         .map(|n| n.get())
         .unwrap_or(1);
     for name in &a.arch {
-        let v = PvtV1::from_name(name).with_context(|| format!("unknown architecture `{name}`"))?;
-        let cfg = v.config();
-        let model = crate::bench_util::random_model(
-            &dev,
-            |vb| PvtDense::new(&cfg, pvt_backbone::Numerics::OFFICIAL, vb),
-            |_, _| Ok(None),
-        )?;
+        let (arch_name, arch) = Arch::from_name(name)?;
+        let model = match &arch {
+            Arch::V1(cfg) => AnyDense::V1(crate::bench_util::random_model(
+                &dev,
+                |vb| PvtDense::new(cfg, pvt_backbone::Numerics::OFFICIAL, vb),
+                |_, _| Ok(None),
+            )?),
+            Arch::V2(cfg) => AnyDense::V2(crate::bench_util::random_model(
+                &dev,
+                |vb| PvtV2Dense::new(cfg, vb),
+                |_, _| Ok(None),
+            )?),
+        };
         for s in &a.size {
             let (h, w) = parse_size(s)?;
             let runs = a.runs.unwrap_or(if h * w <= 224 * 224 { 10 } else { 3 });
@@ -365,7 +405,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                     indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len}")
                         .expect("template"),
                 )
-                .with_message(format!("{} {h}x{w}", v.name()));
+                .with_message(format!("{} {h}x{w}", arch_name));
             let t = crate::bench_util::time_runs(
                 a.warmup,
                 runs,
@@ -378,13 +418,13 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             if a.json {
                 println!(
                     "{}",
-                    serde_json::json!({"impl": "pvt-rs (candle)", "arch": v.name(), "size": [h, w], "runs": runs,
+                    serde_json::json!({"impl": "pvt-rs (candle)", "arch": arch_name, "size": [h, w], "runs": runs,
                         "median_ms": median, "min_ms": min, "peak_rss_mib": peak, "rss_before_mib": base, "threads": threads})
                 );
             } else {
                 println!(
                     "{:<10} {:>4}x{:<5} median {:>9.2} ms  min {:>9.2} ms  peak RSS {:>7.1} MiB (before: {:.1})  [{runs} runs, {threads} threads]",
-                    v.name(), h, w, median, min, peak, base
+                    arch_name, h, w, median, min, peak, base
                 );
             }
         }
@@ -392,7 +432,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_once(model: &PvtDense, x: &Tensor) -> Result<()> {
+fn run_once(model: &AnyDense, x: &Tensor) -> Result<()> {
     let feats = model.forward(x)?;
     // force the work to finish (CPU ops are eager, this just touches the result)
     let _ = feats[3].sum_all()?.to_scalar::<f32>()?;

@@ -395,3 +395,27 @@ fn segment_and_infer_seg_with_miou() {
     let (ok, _, err) = pvt(&args);
     assert!(ok && err.contains("0 images run, 1 resumed"), "{err}");
 }
+
+#[test]
+fn info_recognises_every_pvt_v2_naming() {
+    let v2 = |n: &str| {
+        root()
+            .join("assets/fixtures/pvt_v2")
+            .join(n)
+            .display()
+            .to_string()
+    };
+    for (file, naming) in [
+        ("mini_v2_cls_official_f16.pth", "official PVT v2"),
+        ("mini_v2_cls_timm_bf16.safetensors", "timm"),
+        (
+            "mini_v2_det_mmdet_f16.pth",
+            "mmdetection (layers.{s}.{0|1|2}",
+        ),
+    ] {
+        let (ok, out, err) = pvt(&["info", &v2(file)]);
+        assert!(ok, "{err}");
+        assert!(out.contains(naming), "{file}: {out}");
+        assert!(out.contains("PVT v2"), "{file}: {out}");
+    }
+}
