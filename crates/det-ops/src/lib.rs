@@ -40,8 +40,8 @@
 //!   in the workspace is `pvt-eval`'s crowd-aware IoU, which is part of the COCO metric and must
 //!   build without any model code.
 //! - This crate knows nothing of tensors, checkpoints or datasets: it works on host slices of
-//!   `[f32; 4]` (and, for RoIAlign and mask pasting, row-major `f32` maps), so it can be tested exhaustively and called after the one device → host copy of
-//!   a head's outputs.
+//!   `[f32; 4]` (and, for RoIAlign and mask pasting, row-major `f32` maps), so it can be tested
+//!   exhaustively and called after the one device → host copy of a head's outputs.
 //! - No function panics on user data: length mismatches and invalid configurations are errors,
 //!   and NaN inputs give defined (documented) results.
 //!

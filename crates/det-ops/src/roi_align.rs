@@ -46,10 +46,14 @@
 //!   (3) the CUDA kernel evaluates `bilinear_interpolate` per output element and nvcc may fuse
 //!   `start + pw·bin` and the weight products into FMAs, so GPU results can differ from the CPU
 //!   kernels (and from this module) in the last bits.
-//! - **This module vs torchvision 0.29 CPU** `roi_align(aligned=True/False, sampling_ratio=0/2)`
-//!   on random inputs with odd map sizes, RoIs partly or fully outside the map, tiny, huge,
-//!   empty and inverted RoIs (`tests/reference/gen_roi_tables.py`, `tests/roi_reference.rs`):
-//!   see that test for the tolerance (1e-5) and the measured difference.
+//! - **This module vs torchvision 0.29 CPU** `roi_align` on random inputs (a 2×9×11 map; RoIs
+//!   covering the map, one cell beyond it, partly left / right / above it, fully outside, tiny,
+//!   three times the map, empty, inverted, thin at the edge, and random ones) in five
+//!   configurations — aligned with `sampling_ratio` 0 at scales 1/4 (out 7), 1/8 (out 14) and 1
+//!   (out 4), aligned with `sampling_ratio` 2, and `aligned=False` — plus mmdet's
+//!   `SingleRoIExtractor` over four levels (strides 4–32, RoIs of 3 to 1200 px, levels checked
+//!   too): `tests/reference/gen_roi_tables.py`, `tests/roi_reference.rs`. Measured: **all
+//!   4160 + 1176 values bit-identical** (the test allows 1e-5 and also asserts bit identity).
 //! - **Hand-computed** cases on ramp maps `feat = a·x + b·y + c` (bilinear interpolation is
 //!   exact on a ramp, so an in-range bin's value is the ramp at the mean sample position) and at
 //!   the borders (clamping) in the unit tests below.
