@@ -16,7 +16,7 @@ use pvt_nn::Checkpoint;
 use pvt_retinanet::{postprocess, DenseOutputs, ImageMeta, RetinaPostprocess};
 use pvt_types::{Detections, ImageSize};
 use pvt_zoo::det_input::preprocess_det_scale;
-use pvt_zoo::{RetinaNetConfig, RetinaNetPvt};
+use pvt_zoo::{BackboneConfig, RetinaNetConfig, RetinaNetPvt};
 
 const CASES: [(&str, &str, (usize, usize)); 4] = [
     ("chelsea_320x256", "images/chelsea.png", (320, 256)),
@@ -38,7 +38,7 @@ fn config() -> RetinaNetConfig {
     // the references were computed with the official backbone conventions, whichever file
     backbone.numerics = Some(Numerics::OFFICIAL);
     RetinaNetConfig {
-        backbone,
+        backbone: BackboneConfig::V1(backbone),
         fpn_channels: 32,
         num_classes: 8,
         stacked_convs: 4,
@@ -179,4 +179,67 @@ fn end_to_end_detections_match_mmdet() {
         let dets = postprocess(&out, 0, &anchors, &m, 8, &pp()).unwrap();
         assert_same_detections(case, &dets, &r);
     }
+}
+
+/// RetinaNet with a PVT v2 backbone (mmdetection's `retinanet_pvtv2_*` layout): the mini v2
+/// backbone in mmdetection naming (assets/fixtures/pvt_v2) joined with the mini RetinaNet
+/// neck/head (same input channels 16/32/40/64). The whole checkpoint loads strictly, the
+/// detector's backbone reproduces timm's features, and its FPN/head run on them.
+#[test]
+fn pvt_v2_backbone_detector_loads_and_runs() {
+    let v2_manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(asset("fixtures/pvt_v2/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let mut v2: pvt_backbone::PvtV2Config =
+        serde_json::from_value(v2_manifest["config"]["rust"]["conv"].clone()).unwrap();
+    v2.norm_eps = Some(pvt_backbone::NormEps::Official); // the references are timm's (official eps)
+    let mut tensors = Checkpoint::load(asset("fixtures/pvt_v2/mini_v2_det_mmdet_f16.pth"))
+        .unwrap()
+        .tensors;
+    tensors.retain(|k, _| k.starts_with("backbone."));
+    let head = Checkpoint::load(asset("fixtures/retinanet/mini_retinanet_official_f16.pth"))
+        .unwrap()
+        .tensors;
+    tensors.extend(
+        head.into_iter()
+            .filter(|(k, _)| !k.starts_with("backbone.")),
+    );
+    let path =
+        std::env::temp_dir().join(format!("pvt-retina-v2-{}.safetensors", std::process::id()));
+    pvt_nn::checkpoint::save_safetensors(&tensors, &path).unwrap();
+    let cfg = RetinaNetConfig {
+        backbone: BackboneConfig::V2(v2),
+        fpn_channels: 32,
+        num_classes: 8,
+        stacked_convs: 4,
+    };
+    let (net, info) =
+        RetinaNetPvt::load(&Checkpoint::load(&path).unwrap(), &cfg, &Device::Cpu).unwrap();
+    std::fs::remove_file(&path).ok();
+    assert_eq!(info.prefix(), Some("backbone."));
+    let x = common::formula_input(200, 300);
+    let v2_refs = candle::safetensors::load(
+        asset("fixtures/pvt_v2/mini_v2_reference.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let feats = net.backbone.forward(&x).unwrap();
+    for (i, f) in feats.iter().enumerate() {
+        assert_close(
+            &format!("v2 detector feat{}", i + 1),
+            f,
+            &v2_refs[&format!("conv_feat{}_200x300", i + 1)],
+        );
+    }
+    let (p, out) = net.forward_raw(&x).unwrap();
+    assert_eq!(
+        p.spec()
+            .levels()
+            .iter()
+            .map(|l| l.stride)
+            .collect::<Vec<_>>(),
+        vec![8, 16, 32, 64, 128]
+    );
+    assert_eq!(out.cls_logits[0].dims(), &[1, 72, 25, 38]);
 }

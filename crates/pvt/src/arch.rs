@@ -181,6 +181,22 @@ impl AnyLoadInfo {
         }
     }
 
+    /// The prefix removed from the backbone keys (`backbone.`), if any.
+    pub fn prefix(&self) -> Option<&str> {
+        match self {
+            AnyLoadInfo::V1(i) => i.prefix.as_deref(),
+            AnyLoadInfo::V2(i) => i.prefix.as_deref(),
+        }
+    }
+
+    /// Keys outside the backbone (necks, heads), left for other models.
+    pub fn outside(&self) -> &[String] {
+        match self {
+            AnyLoadInfo::V1(i) => &i.outside,
+            AnyLoadInfo::V2(i) => &i.outside,
+        }
+    }
+
     /// Tensors dropped on purpose.
     pub fn dropped(&self) -> &[String] {
         match self {

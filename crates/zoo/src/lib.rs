@@ -13,5 +13,5 @@ pub mod runner;
 pub mod semantic_fpn;
 
 pub use detector::ImageDetector;
-pub use retinanet::{RetinaNetConfig, RetinaNetDetector, RetinaNetPvt};
+pub use retinanet::{BackboneConfig, RetinaNetConfig, RetinaNetDetector, RetinaNetPvt};
 pub use semantic_fpn::{SemanticFpnConfig, SemanticFpnPvt};

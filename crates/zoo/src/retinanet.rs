@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context, Result};
 use candle::{Device, Tensor};
 use image::RgbImage;
-use pvt_backbone::{load_dense, LoadInfo, PvtConfig, PvtDense, PvtV1};
+use pvt_backbone::{
+    AnyDense, AnyLoadInfo, Arch, PvtConfig, PvtDense, PvtV1, PvtV2, PvtV2Config, PvtV2Dense,
+};
 use pvt_det_ops::{AnchorConfig, AnchorGenerator};
 use pvt_fpn::{Fpn, FpnConfig};
 use pvt_nn::cv_resize::MMDET_COCO_SCALE;
@@ -19,11 +21,32 @@ use crate::det_input::preprocess_det_scale;
 use crate::ImageDetector;
 use serde::{Deserialize, Serialize};
 
+/// The backbone of a detector: either PVT generation. In JSON, a PVT v2 config is recognised by
+/// its `kv_reduction` field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum BackboneConfig {
+    /// PVT v2 (b0-b5, b2_li).
+    V2(PvtV2Config),
+    /// PVT v1 (Tiny/Small/Medium/Large).
+    V1(PvtConfig),
+}
+
+impl BackboneConfig {
+    /// As a [`pvt_backbone::Arch`] (for loading).
+    pub fn arch(&self) -> Arch {
+        match self {
+            BackboneConfig::V1(c) => Arch::V1(c.clone()),
+            BackboneConfig::V2(c) => Arch::V2(c.clone()),
+        }
+    }
+}
+
 /// A RetinaNet-PVT architecture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetinaNetConfig {
     /// The backbone.
-    pub backbone: PvtConfig,
+    pub backbone: BackboneConfig,
     /// FPN output channels (256).
     pub fpn_channels: usize,
     /// Foreground classes (80 for COCO).
@@ -36,16 +59,35 @@ impl RetinaNetConfig {
     /// `retinanet_pvt_{tiny,small,medium,large}_fpn_1x_coco`.
     pub fn coco(variant: PvtV1) -> Self {
         Self {
-            backbone: variant.config(),
+            backbone: BackboneConfig::V1(variant.config()),
             fpn_channels: 256,
             num_classes: 80,
             stacked_convs: 4,
         }
     }
 
-    /// Parses `retinanet_pvt_tiny_fpn_1x_coco` (also `retinanet_pvt-t_fpn_1x_coco`).
+    /// `retinanet_pvtv2_b{0..5}_fpn_1x_coco` (mmdetection's model zoo; the neck's input
+    /// channels follow the backbone: 32/64/160/256 for b0, 64/128/320/512 for the others).
+    pub fn coco_v2(variant: PvtV2) -> Self {
+        Self {
+            backbone: BackboneConfig::V2(variant.config()),
+            fpn_channels: 256,
+            num_classes: 80,
+            stacked_convs: 4,
+        }
+    }
+
+    /// Parses `retinanet_pvt_tiny_fpn_1x_coco` (also `retinanet_pvt-t_fpn_1x_coco`) and
+    /// `retinanet_pvtv2_b0_fpn_1x_coco` (also `retinanet_pvt_v2_b2_li_fpn_1x_coco`).
     pub fn from_name(name: &str) -> Option<Self> {
         let n = name.to_ascii_lowercase();
+        if let Some(v2) = n
+            .strip_prefix("retinanet_pvtv2_")
+            .or_else(|| n.strip_prefix("retinanet_pvt_v2_"))
+            .and_then(|r| r.strip_suffix("_fpn_1x_coco"))
+        {
+            return Some(Self::coco_v2(PvtV2::from_name(&format!("pvt_v2_{v2}"))?));
+        }
         let size = n
             .strip_prefix("retinanet_pvt")?
             .trim_start_matches(['_', '-'])
@@ -75,7 +117,7 @@ impl RetinaNetConfig {
 #[derive(Debug, Clone)]
 pub struct RetinaNetPvt {
     /// The backbone.
-    pub backbone: PvtDense,
+    pub backbone: AnyDense,
     /// The neck.
     pub neck: Fpn,
     /// The head.
@@ -88,8 +130,14 @@ impl RetinaNetPvt {
     /// Builds the network from official-named tensors in `vb` (`backbone.`, `neck.`,
     /// `bbox_head.`), e.g. a `VarMap` for training or random weights for benchmarks.
     pub fn new(config: &RetinaNetConfig, vb: candle_nn::VarBuilder) -> Result<Self> {
-        let numerics = config.backbone.numerics_or_official();
-        let backbone = PvtDense::new(&config.backbone, numerics, vb.pp("backbone"))?;
+        let backbone = match &config.backbone {
+            BackboneConfig::V1(c) => AnyDense::V1(PvtDense::new(
+                c,
+                c.numerics_or_official(),
+                vb.pp("backbone"),
+            )?),
+            BackboneConfig::V2(c) => AnyDense::V2(PvtV2Dense::new(c, vb.pp("backbone"))?),
+        };
         let neck = Fpn::new(config.fpn(), backbone.output_spec(), vb.pp("neck"))?;
         let head = RetinaHead::new(config.head(), vb.pp("bbox_head"))?;
         Ok(Self {
@@ -107,16 +155,16 @@ impl RetinaNetPvt {
         ckpt: &Checkpoint,
         config: &RetinaNetConfig,
         device: &Device,
-    ) -> Result<(Self, LoadInfo)> {
-        let (backbone, info) = load_dense(ckpt, &config.backbone, device)?;
-        if info.prefix.is_none() {
+    ) -> Result<(Self, AnyLoadInfo)> {
+        let (backbone, info) = config.backbone.arch().load_dense(ckpt, device)?;
+        if info.prefix().is_none() {
             bail!(
                 "{}: no `backbone.` tensors: this is a bare backbone, not a RetinaNet checkpoint (neck and head missing)",
                 ckpt.path.display()
             );
         }
         let rest: BTreeMap<String, Tensor> = info
-            .outside
+            .outside()
             .iter()
             .map(|k| (k.clone(), ckpt.tensors[k].clone()))
             .collect();
@@ -154,7 +202,19 @@ mod tests {
     #[test]
     fn names() {
         let c = RetinaNetConfig::from_name("retinanet_pvt_small_fpn_1x_coco").unwrap();
-        assert_eq!(c.backbone, PvtV1::Small.config());
+        assert_eq!(c.backbone, BackboneConfig::V1(PvtV1::Small.config()));
+        let c = RetinaNetConfig::from_name("retinanet_pvtv2_b0_fpn_1x_coco").unwrap();
+        assert_eq!(c.backbone, BackboneConfig::V2(PvtV2::B0.config()));
+        assert!(RetinaNetConfig::from_name("retinanet_pvt_v2_b2_li_fpn_1x_coco").is_some());
+        // JSON round trip picks the right generation
+        for c in [
+            RetinaNetConfig::coco(PvtV1::Tiny),
+            RetinaNetConfig::coco_v2(PvtV2::B2Li),
+        ] {
+            let back: RetinaNetConfig =
+                serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+            assert_eq!(back, c);
+        }
         assert!(RetinaNetConfig::from_name("retinanet_pvt-t_fpn_1x_coco").is_some());
         assert!(RetinaNetConfig::from_name("mask_rcnn_pvt_t_fpn_1x_coco").is_none());
     }
