@@ -34,29 +34,48 @@ pub struct LoadInfo {
 impl LoadInfo {
     /// A one-paragraph human summary.
     pub fn summary(&self) -> String {
-        let mut s = format!("{} container", self.container);
-        if let Some(w) = &self.wrapper {
-            s += &format!(", state dict under `{w}`");
-        }
-        if let Some(p) = &self.prefix {
-            s += &format!(", backbone under `{p}`");
-        }
-        s += &format!(", {} naming", self.dialect);
-        if !self.dropped.is_empty() {
-            s += &format!(
-                "; dropped {} tensor(s) the dense backbone does not use: {}",
-                self.dropped.len(),
-                self.dropped.join(", ")
-            );
-        }
-        if !self.outside.is_empty() {
-            s += &format!(
-                "; {} tensor(s) outside the backbone (neck, heads)",
-                self.outside.len()
-            );
-        }
-        s
+        summary(
+            self.container,
+            self.wrapper.as_deref(),
+            self.prefix.as_deref(),
+            &self.dialect,
+            &self.dropped,
+            &self.outside,
+        )
     }
+}
+
+/// The one-paragraph load summary both generations print.
+pub(crate) fn summary(
+    container: Container,
+    wrapper: Option<&str>,
+    prefix: Option<&str>,
+    dialect: &dyn std::fmt::Display,
+    dropped: &[String],
+    outside: &[String],
+) -> String {
+    let mut s = format!("{container} container");
+    if let Some(w) = wrapper {
+        s += &format!(", state dict under `{w}`");
+    }
+    if let Some(p) = prefix {
+        s += &format!(", backbone under `{p}`");
+    }
+    s += &format!(", {dialect} naming");
+    if !dropped.is_empty() {
+        s += &format!(
+            "; dropped {} tensor(s) the dense backbone does not use: {}",
+            dropped.len(),
+            dropped.join(", ")
+        );
+    }
+    if !outside.is_empty() {
+        s += &format!(
+            "; {} tensor(s) outside the backbone (neck, heads)",
+            outside.len()
+        );
+    }
+    s
 }
 
 struct Prepared {

@@ -38,28 +38,14 @@ pub struct LoadInfoV2 {
 impl LoadInfoV2 {
     /// A one-paragraph human summary.
     pub fn summary(&self) -> String {
-        let mut s = format!("{} container", self.container);
-        if let Some(w) = &self.wrapper {
-            s += &format!(", state dict under `{w}`");
-        }
-        if let Some(p) = &self.prefix {
-            s += &format!(", backbone under `{p}`");
-        }
-        s += &format!(", {} naming", self.dialect);
-        if !self.dropped.is_empty() {
-            s += &format!(
-                "; dropped {} tensor(s) the dense backbone does not use: {}",
-                self.dropped.len(),
-                self.dropped.join(", ")
-            );
-        }
-        if !self.outside.is_empty() {
-            s += &format!(
-                "; {} tensor(s) outside the backbone (neck, heads)",
-                self.outside.len()
-            );
-        }
-        s
+        crate::load::summary(
+            self.container,
+            self.wrapper.as_deref(),
+            self.prefix.as_deref(),
+            &self.dialect,
+            &self.dropped,
+            &self.outside,
+        )
     }
 }
 
