@@ -284,7 +284,9 @@ pub fn proposals(
         out.cls_logits.len(),
         out.box_deltas.len()
     );
-    let mut flat: Vec<(Vec<f32>, Vec<[f32; 4]>, Vec<[f32; 4]>)> = vec![];
+    // per level: scores, deltas, anchors
+    type Flat = (Vec<f32>, Vec<[f32; 4]>, Vec<[f32; 4]>);
+    let mut flat: Vec<Flat> = vec![];
     for (level, (cls, reg)) in out.cls_logits.iter().zip(&out.box_deltas).enumerate() {
         let (batch, _, _, _) = cls.dims4()?;
         ensure!(b < batch, "image {b} requested from a batch of {batch}");
