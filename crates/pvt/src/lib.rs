@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 
 pub mod arch;
+mod attention;
 pub mod config;
 pub mod config_v2;
 pub mod load;

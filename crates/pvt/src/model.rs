@@ -6,32 +6,19 @@
 
 use anyhow::{bail, ensure, Result};
 use candle::{Module, Tensor, D};
-use candle_nn::{layer_norm, linear_b, LayerNorm, LayerNormConfig, Linear, VarBuilder};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
 use pvt_nn::ops::{gelu_erf, resize_token_table, PatchConv};
 use pvt_nn::{Backbone, FeaturePyramid, LevelSpec, PyramidSpec};
 
+use crate::attention::{ln, MultiHead};
 use crate::config::{Numerics, PosEmbedResize, PvtConfig, StageConfig};
-
-fn ln(dim: usize, eps: f64, vb: VarBuilder) -> candle::Result<LayerNorm> {
-    layer_norm(
-        dim,
-        LayerNormConfig {
-            eps,
-            ..Default::default()
-        },
-        vb,
-    )
-}
 
 /// Spatial-reduction attention (PVT paper Eq. 3-4).
 #[derive(Debug, Clone)]
 struct Attention {
-    q: Linear,
-    kv: Linear,
-    proj: Linear,
+    heads: MultiHead,
     /// Conv with kernel = stride = R and its LayerNorm, when R > 1.
     sr: Option<(PatchConv, LayerNorm)>,
-    num_heads: usize,
 }
 
 impl Attention {
@@ -50,32 +37,16 @@ impl Attention {
         } else {
             None
         };
-        let scale = ((c / s.num_heads) as f64).powf(-0.5);
-        // The softmax scale is folded into the q projection: (x·Wᵀ + b)·s = x·(s·W)ᵀ + s·b.
-        // Exact for the published head dim 64 (s = 1/8) and saves a pass over q.
-        let q = linear_b(c, c, qkv_bias, vb.pp("q"))?;
-        let q = Linear::new(
-            (q.weight() * scale)?,
-            q.bias().map(|b| b * scale).transpose()?,
-        );
         Ok(Self {
-            q,
-            kv: linear_b(c, 2 * c, qkv_bias, vb.pp("kv"))?,
-            proj: linear_b(c, c, true, vb.pp("proj"))?,
+            heads: MultiHead::new(c, s.num_heads, qkv_bias, &vb)?,
             sr,
-            num_heads: s.num_heads,
         })
     }
 
     /// `x`: `[B, N, C]` on an `(h, w)` grid (N may include a leading cls token when there is
     /// no spatial reduction).
     fn forward(&self, x: &Tensor, (h, w): (usize, usize)) -> candle::Result<Tensor> {
-        let (b, n, c) = x.dims3()?;
-        let heads = self.num_heads;
-        let d = c / heads;
-        // q (pre-scaled): [B, N, C] -> [B, heads, N, d]
-        let q = self.q.forward(x)?;
-        let q = q.reshape((b, n, heads, d))?.transpose(1, 2)?.contiguous()?;
+        let (b, _, c) = x.dims3()?;
         let xr = match &self.sr {
             Some((conv, norm)) => {
                 // tokens -> channels-last map -> reduced tokens [B, M, C]
@@ -84,20 +55,7 @@ impl Attention {
             }
             None => x.clone(),
         };
-        let m = xr.dim(1)?;
-        // kv: [B, M, 2C] -> [2, B, heads, M, d]; the first C channels are K, the next V
-        let kv = self
-            .kv
-            .forward(&xr)?
-            .reshape((b, m, 2, heads, d))?
-            .permute((2, 0, 3, 1, 4))?;
-        let k = kv.get(0)?.contiguous()?;
-        let v = kv.get(1)?.contiguous()?;
-        let attn = q.matmul(&k.t()?)?;
-        let attn = candle_nn::ops::softmax_last_dim(&attn)?;
-        let out = attn.matmul(&v)?; // [B, heads, N, d]
-        let out = out.transpose(1, 2)?.reshape((b, n, c))?;
-        self.proj.forward(&out)
+        self.heads.forward(x, &xr)
     }
 }
 

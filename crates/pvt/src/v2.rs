@@ -15,24 +15,14 @@
 
 use anyhow::{ensure, Result};
 use candle::{Module, Tensor, D};
-use candle_nn::{layer_norm, linear_b, LayerNorm, LayerNormConfig, Linear, VarBuilder};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
 use pvt_nn::dwconv::DepthwiseConv3x3;
 use pvt_nn::ops::{gelu_erf, PatchConv};
 use pvt_nn::{Backbone, FeaturePyramid, LevelSpec, PyramidSpec};
 
+use crate::attention::{ln, MultiHead};
 use crate::config::NormEps;
 use crate::config_v2::{KvReduction, PvtV2Config, StageV2Config};
-
-fn ln(dim: usize, eps: f64, vb: VarBuilder) -> candle::Result<LayerNorm> {
-    layer_norm(
-        dim,
-        LayerNormConfig {
-            eps,
-            ..Default::default()
-        },
-        vb,
-    )
-}
 
 /// `[out, in]` averaging matrix of PyTorch's `AdaptiveAvgPool` along one axis: output `i`
 /// averages inputs `floor(i·in/out) .. ceil((i+1)·in/out)` (bins may overlap, and repeat when
@@ -122,11 +112,8 @@ enum Reduction {
 /// Spatial-reduction attention (v1's, or linear SRA).
 #[derive(Debug, Clone)]
 struct Attention {
-    q: Linear,
-    kv: Linear,
-    proj: Linear,
+    heads: MultiHead,
     reduction: Reduction,
-    num_heads: usize,
 }
 
 impl Attention {
@@ -155,30 +142,15 @@ impl Attention {
                 }
             }
         };
-        let scale = ((c / s.num_heads) as f64).powf(-0.5);
-        // The softmax scale is folded into the q projection: (x·Wᵀ + b)·s = x·(s·W)ᵀ + s·b.
-        let q = linear_b(c, c, qkv_bias, vb.pp("q"))?;
-        let q = Linear::new(
-            (q.weight() * scale)?,
-            q.bias().map(|b| b * scale).transpose()?,
-        );
         Ok(Self {
-            q,
-            kv: linear_b(c, 2 * c, qkv_bias, vb.pp("kv"))?,
-            proj: linear_b(c, c, true, vb.pp("proj"))?,
+            heads: MultiHead::new(c, s.num_heads, qkv_bias, &vb)?,
             reduction,
-            num_heads: s.num_heads,
         })
     }
 
     /// `x`: `[B, N, C]` on an `(h, w)` grid.
     fn forward(&self, x: &Tensor, (h, w): (usize, usize)) -> Result<Tensor> {
-        let (b, n, c) = x.dims3()?;
-        let heads = self.num_heads;
-        let d = c / heads;
-        // q (pre-scaled): [B, N, C] -> [B, heads, N, d]
-        let q = self.q.forward(x)?;
-        let q = q.reshape((b, n, heads, d))?.transpose(1, 2)?.contiguous()?;
+        let (b, _, c) = x.dims3()?;
         let xr = match &self.reduction {
             Reduction::None => x.clone(),
             Reduction::Conv { conv, norm } => {
@@ -190,18 +162,7 @@ impl Attention {
                 gelu_erf(&norm.forward(&sr.forward(&t)?)?)?
             }
         };
-        let m = xr.dim(1)?;
-        // kv: [B, M, 2C] -> [2, B, heads, M, d]; the first C channels are K, the next V
-        let kv = self
-            .kv
-            .forward(&xr)?
-            .reshape((b, m, 2, heads, d))?
-            .permute((2, 0, 3, 1, 4))?;
-        let k = kv.get(0)?.contiguous()?;
-        let v = kv.get(1)?.contiguous()?;
-        let attn = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
-        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?; // heads merged
-        Ok(self.proj.forward(&out)?)
+        Ok(self.heads.forward(x, &xr)?)
     }
 }
 
