@@ -259,3 +259,15 @@ mod tests {
         assert!(rescale_boxes(&mut r, [0.0, 1.0]).is_err());
     }
 }
+
+/// What the test-time preprocessing recorded about one image (mmdetection's `img_meta`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ImageMeta {
+    /// Resized, unpadded size (`img_shape`): boxes are clipped to it.
+    pub img_shape: ImageSize,
+    /// Original size (`ori_shape`): final boxes and masks are in its frame.
+    pub ori_shape: ImageSize,
+    /// `[w'/w, h'/h, w'/w, h'/h]` (float32): boxes are divided by it to return to the original
+    /// image.
+    pub scale_factor: [f32; 4],
+}

@@ -70,7 +70,7 @@ pub mod roi_align;
 pub use anchors::{AnchorConfig, AnchorGenerator, AnchorScales};
 pub use boxes::{
     clip_box, clip_boxes, iou, iou_matrix, keep_min_size, rescale_boxes, xywh_to_xyxy,
-    xyxy_to_xywh, IouMatrix,
+    xyxy_to_xywh, ImageMeta, IouMatrix,
 };
 pub use coder::DeltaXywhCoder;
 pub use mask_paste::{

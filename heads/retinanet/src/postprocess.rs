@@ -46,16 +46,7 @@ impl Default for RetinaPostprocess {
     }
 }
 
-/// What the preprocessing recorded about one image.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ImageMeta {
-    /// Resized, unpadded size (`img_shape`).
-    pub img_shape: ImageSize,
-    /// Original size (`ori_shape`).
-    pub ori_shape: ImageSize,
-    /// `[w'/w, h'/h, w'/w, h'/h]`.
-    pub scale_factor: [f32; 4],
-}
+pub use pvt_det_ops::ImageMeta;
 
 /// Rows of a `[C, H, W]` head output as `[H·W·(C/k), k]` (channel-last per location).
 fn rows(t: &Tensor, k: usize) -> Result<Vec<f32>> {
