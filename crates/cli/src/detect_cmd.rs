@@ -11,40 +11,87 @@ use pvt_nn::image::load_rgb;
 use pvt_nn::Checkpoint;
 use pvt_types::CategoryMap;
 use pvt_zoo::runner::{merge_results, run_split, split_images, Shard};
-use pvt_zoo::{ImageDetector, RetinaNetConfig, RetinaNetDetector, RetinaNetPvt};
+use pvt_zoo::{
+    ImageDetector, MaskRcnnConfig, MaskRcnnDetector, MaskRcnnPvt, RetinaNetConfig, RetinaNetDetector,
+    RetinaNetPvt,
+};
 
 /// Which detector: a published name or a JSON config.
 #[derive(Args, Debug, Clone)]
 #[group(required = true, multiple = false)]
 pub struct ModelArgs {
-    /// Published model: retinanet_pvt_{tiny,small,medium,large}_fpn_1x_coco.
+    /// Published model: retinanet_pvt_{tiny,small,medium,large}_fpn_1x_coco,
+    /// retinanet_pvtv2_b{0..5}_fpn_1x_coco, mask_rcnn_pvt_{tiny,small,medium,large}_fpn_1x_coco,
+    /// mask_rcnn_pvt_v2_b{0..5}_fpn_1x_coco.
     #[arg(long)]
     model: Option<String>,
-    /// A JSON detector config (see assets/configs/) instead of --model.
+    /// A JSON detector config (see assets/configs/) instead of --model: a Mask R-CNN config
+    /// when it has `fc_channels`, `mask_channels` or `mask_convs`, a RetinaNet one otherwise.
     #[arg(long, value_name = "JSON")]
     config: Option<PathBuf>,
 }
 
-fn load_detector(m: &ModelArgs, weights: &PathBuf) -> Result<RetinaNetDetector> {
-    let cfg = if let Some(name) = &m.model {
-        RetinaNetConfig::from_name(name).with_context(|| {
-            format!("unknown model `{name}`; expected retinanet_pvt_{{tiny,small,medium,large}}_fpn_1x_coco")
-        })?
-    } else {
+/// A detector architecture, before its weights are loaded.
+enum DetectorConfig {
+    RetinaNet(RetinaNetConfig),
+    MaskRcnn(MaskRcnnConfig),
+}
+
+impl DetectorConfig {
+    fn from_args(m: &ModelArgs) -> Result<Self> {
+        if let Some(name) = &m.model {
+            if let Some(c) = MaskRcnnConfig::from_name(name) {
+                return Ok(Self::MaskRcnn(c));
+            }
+            return RetinaNetConfig::from_name(name).map(Self::RetinaNet).with_context(|| {
+                format!(
+                    "unknown model `{name}`; expected retinanet_pvt_{{tiny,small,medium,large}}_fpn_1x_coco, \
+                     retinanet_pvtv2_b{{0..5}}_fpn_1x_coco, mask_rcnn_pvt_{{tiny,small,medium,large}}_fpn_1x_coco \
+                     or mask_rcnn_pvt_v2_b{{0..5}}_fpn_1x_coco"
+                )
+            });
+        }
         let path = m
             .config
             .as_ref()
             .expect("clap enforces one of --model / --config");
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("{}: invalid detector config", path.display()))?
-    };
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: invalid JSON", path.display()))?;
+        let is_mask = ["fc_channels", "mask_channels", "mask_convs"]
+            .iter()
+            .any(|k| v.get(k).is_some());
+        Ok(if is_mask {
+            Self::MaskRcnn(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{}: invalid Mask R-CNN config", path.display()))?,
+            )
+        } else {
+            Self::RetinaNet(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{}: invalid detector config", path.display()))?,
+            )
+        })
+    }
+}
+
+fn load_detector(m: &ModelArgs, weights: &PathBuf) -> Result<Box<dyn ImageDetector>> {
+    let cfg = DetectorConfig::from_args(m)?;
     let dev = Device::Cpu;
     let ckpt = Checkpoint::load(weights)?;
-    let (model, info) = RetinaNetPvt::load(&ckpt, &cfg, &dev)?;
-    eprintln!("{}: {}", weights.display(), info.summary());
-    RetinaNetDetector::new(model, &dev)
+    Ok(match cfg {
+        DetectorConfig::RetinaNet(cfg) => {
+            let (model, info) = RetinaNetPvt::load(&ckpt, &cfg, &dev)?;
+            eprintln!("{}: {}", weights.display(), info.summary());
+            Box::new(RetinaNetDetector::new(model, &dev)?)
+        }
+        DetectorConfig::MaskRcnn(cfg) => {
+            let (model, info) = MaskRcnnPvt::load(&ckpt, &cfg, &dev)?;
+            eprintln!("{}: {}", weights.display(), info.summary());
+            Box::new(MaskRcnnDetector::new(model, &dev)?)
+        }
+    })
 }
 
 #[derive(Args, Debug)]
@@ -140,7 +187,8 @@ pub struct InferArgs {
     /// interrupted run resumes from it.
     #[arg(long)]
     out: PathBuf,
-    /// Evaluate the results against --ann when done (bbox AP, pycocotools' summary).
+    /// Evaluate the results against --ann when done (pycocotools' summary: bbox AP, and segm
+    /// AP too when the model predicts masks).
     #[arg(long)]
     eval: bool,
     /// Run only shard i of n (`i/n`); merge the shards' outputs with `pvt merge-results`.
@@ -172,7 +220,7 @@ pub fn infer(a: InferArgs) -> Result<()> {
         )
         .expect("template"),
     );
-    let summary = run_split(&det, &images, &map, &a.out, |s, failed| {
+    let summary = run_split(det.as_ref(), &images, &map, &a.out, |s, failed| {
         if s.processed == 1 && s.resumed > 0 {
             pb.set_position(s.resumed as u64);
             pb.reset_eta();
@@ -201,14 +249,20 @@ pub fn infer(a: InferArgs) -> Result<()> {
         if shard != Shard::ALL {
             eprintln!("--eval skipped for a shard: merge the shards with `pvt merge-results`, then `pvt eval coco`");
         } else {
-            crate::eval_cmd::run(crate::eval_cmd::EvalCmd::Coco(crate::eval_cmd::CocoArgs {
-                gt: a.ann.clone(),
-                dt: a.out.clone(),
-                iou_type: crate::eval_cmd::IouTypeArg::Bbox,
-                json: false,
-                per_class: false,
-                plot: None,
-            }))?;
+            let mut types = vec![crate::eval_cmd::IouTypeArg::Bbox];
+            if det.has_masks() {
+                types.push(crate::eval_cmd::IouTypeArg::Segm);
+            }
+            for iou_type in types {
+                crate::eval_cmd::run(crate::eval_cmd::EvalCmd::Coco(crate::eval_cmd::CocoArgs {
+                    gt: a.ann.clone(),
+                    dt: a.out.clone(),
+                    iou_type,
+                    json: false,
+                    per_class: false,
+                    plot: None,
+                }))?;
+            }
         }
     }
     Ok(())
@@ -267,13 +321,40 @@ fn random_retinanet(cfg: &RetinaNetConfig, dev: &Device) -> Result<RetinaNetPvt>
     )
 }
 
+/// Random weights for a Mask R-CNN: the RPN objectness bias at p = 0.01 as above, and a box
+/// classifier bias that favours a few foreground classes over the background, so that about a
+/// realistic 100 detections (and masks) come out instead of none.
+fn random_mask_rcnn(cfg: &MaskRcnnConfig, dev: &Device) -> Result<MaskRcnnPvt> {
+    crate::bench_util::random_model(
+        dev,
+        |vb| MaskRcnnPvt::new(cfg, vb),
+        |k, t| {
+            Ok(match k {
+                "rpn_head.rpn_cls.bias" => Some((t.zeros_like()? - 4.595)?),
+                "roi_head.bbox_head.fc_cls.bias" => {
+                    let n = t.dim(0)?;
+                    let v: Vec<f32> = (0..n)
+                        .map(|i| if i + 1 == n { 0.0 } else { 0.5 * (i % 8) as f32 })
+                        .collect();
+                    Some(candle::Tensor::from_vec(v, n, dev)?)
+                }
+                _ => None,
+            })
+        },
+    )
+}
+
 pub fn bench_detect(a: BenchDetectArgs) -> Result<()> {
     let dev = Device::Cpu;
     let img = load_rgb(&a.image)?;
     for name in &a.model {
-        let cfg =
-            RetinaNetConfig::from_name(name).with_context(|| format!("unknown model `{name}`"))?;
-        let det = RetinaNetDetector::new(random_retinanet(&cfg, &dev)?, &dev)?;
+        let det: Box<dyn ImageDetector> = if let Some(cfg) = MaskRcnnConfig::from_name(name) {
+            Box::new(MaskRcnnDetector::new(random_mask_rcnn(&cfg, &dev)?, &dev)?)
+        } else {
+            let cfg = RetinaNetConfig::from_name(name)
+                .with_context(|| format!("unknown model `{name}`"))?;
+            Box::new(RetinaNetDetector::new(random_retinanet(&cfg, &dev)?, &dev)?)
+        };
         let (base, _) = crate::bench_util::rss_mib();
         let mut n = 0;
         let t = crate::bench_util::time_runs(

@@ -6,7 +6,7 @@
 #![deny(missing_docs)]
 
 use image::{Rgb, RgbImage};
-use pvt_types::Detections;
+use pvt_types::{BitMask, Detections};
 
 /// Sets a pixel if it lies inside the image.
 pub fn put(img: &mut RgbImage, x: i32, y: i32, c: Rgb<u8>) {
@@ -84,7 +84,45 @@ fn luminance(c: Rgb<u8>) -> f32 {
     0.299 * c[0] as f32 + 0.587 * c[1] as f32 + 0.114 * c[2] as f32
 }
 
-/// Draws every detection with `score >= score_thr`: a class-coloured box (2 px, 3 px on large
+/// Blends a binary mask (row-major, the image's size) over the image in `color` at `opacity`
+/// and draws its outline (foreground pixels with a background 4-neighbour) in full colour.
+/// A mask of another size is ignored.
+pub fn draw_mask(img: &mut RgbImage, mask: &BitMask, color: Rgb<u8>, opacity: f32) {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let size = mask.size();
+    if (size.height, size.width) != (h, w) {
+        return;
+    }
+    let m = mask.data();
+    let on = |x: isize, y: isize| {
+        x >= 0
+            && y >= 0
+            && (x as usize) < w
+            && (y as usize) < h
+            && m[y as usize * w + x as usize] != 0
+    };
+    for y in 0..h {
+        for x in 0..w {
+            if m[y * w + x] == 0 {
+                continue;
+            }
+            let (xi, yi) = (x as isize, y as isize);
+            let edge = !(on(xi - 1, yi) && on(xi + 1, yi) && on(xi, yi - 1) && on(xi, yi + 1));
+            let p = img.get_pixel_mut(x as u32, y as u32);
+            if edge {
+                *p = color;
+            } else {
+                for c in 0..3 {
+                    p[c] =
+                        (p[c] as f32 * (1.0 - opacity) + color[c] as f32 * opacity).round() as u8;
+                }
+            }
+        }
+    }
+}
+
+/// Draws every detection with `score >= score_thr`: its mask when the detections have masks
+/// (translucent fill and outline, [`draw_mask`]), a class-coloured box (2 px, 3 px on large
 /// images) and a filled label `name score` above it (inside when there is no room), lowest scores
 /// first so the best ones stay on top. `names[label]` names the classes (falls back to the
 /// index).
@@ -107,6 +145,12 @@ pub fn draw_detections(img: &mut RgbImage, dets: &Detections, names: &[String], 
             .total_cmp(&dets.scores()[b])
             .then(b.cmp(&a))
     });
+    if let Some(masks) = dets.masks() {
+        for &i in &order {
+            let color = class_color(dets.classes()[i].0 as usize);
+            draw_mask(img, &masks[i].decode(), color, 0.45);
+        }
+    }
     for i in order {
         let [x1, y1, x2, y2] = dets.boxes()[i];
         let label = dets.classes()[i].0 as usize;
@@ -175,6 +219,40 @@ mod tests {
         assert_eq!(*img.get_pixel(41, 40), c);
         // the low-score detection is not drawn
         assert_eq!(*img.get_pixel(5, 0), Rgb([255, 255, 255]));
+    }
+
+    #[test]
+    fn masks_are_filled_and_outlined() {
+        let size = pvt_types::ImageSize::new(40, 60);
+        let mut data = vec![0u8; 2400];
+        for y in 5..35 {
+            for x in 10..40 {
+                data[y * 60 + x] = 1;
+            }
+        }
+        let mask = BitMask::new(size, data).unwrap();
+        let dets = Detections::new(
+            size,
+            vec![[10.0, 5.0, 39.0, 34.0]],
+            vec![0.9],
+            vec![pvt_types::ClassIdx(2)],
+            Some(vec![pvt_types::Rle::encode(&mask)]),
+        )
+        .unwrap();
+        let mut img = RgbImage::from_pixel(60, 40, Rgb([0, 0, 0]));
+        draw_detections(&mut img, &dets, &[], 0.5);
+        let c = class_color(2);
+        // interior (below the label): blended at 45 %
+        let p = img.get_pixel(25, 30);
+        for k in 0..3 {
+            assert_eq!(p[k], (c[k] as f32 * 0.45).round() as u8);
+        }
+        // outside the mask: untouched
+        assert_eq!(*img.get_pixel(50, 30), Rgb([0, 0, 0]));
+        // a mask of the wrong size is ignored
+        let mut img2 = RgbImage::from_pixel(10, 10, Rgb([0, 0, 0]));
+        draw_mask(&mut img2, &mask, c, 0.5);
+        assert_eq!(*img2.get_pixel(5, 5), Rgb([0, 0, 0]));
     }
 
     #[test]

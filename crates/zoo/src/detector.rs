@@ -11,4 +11,9 @@ pub trait ImageDetector {
 
     /// Names of the contiguous classes.
     fn class_names(&self) -> &[String];
+
+    /// Whether the detections carry instance masks.
+    fn has_masks(&self) -> bool {
+        false
+    }
 }

@@ -8,10 +8,12 @@
 
 pub mod det_input;
 pub mod detector;
+pub mod mask_rcnn;
 pub mod retinanet;
 pub mod runner;
 pub mod semantic_fpn;
 
 pub use detector::ImageDetector;
+pub use mask_rcnn::{MaskRcnnConfig, MaskRcnnDetector, MaskRcnnPvt};
 pub use retinanet::{BackboneConfig, RetinaNetConfig, RetinaNetDetector, RetinaNetPvt};
 pub use semantic_fpn::{SemanticFpnConfig, SemanticFpnPvt};

@@ -40,6 +40,40 @@ impl BackboneConfig {
             BackboneConfig::V2(c) => Arch::V2(c.clone()),
         }
     }
+
+    /// The dense backbone from tensors in `vb` (official names; e.g. `vb.pp("backbone")`).
+    pub fn build(&self, vb: candle_nn::VarBuilder) -> Result<AnyDense> {
+        Ok(match self {
+            BackboneConfig::V1(c) => AnyDense::V1(PvtDense::new(c, c.numerics_or_official(), vb)?),
+            BackboneConfig::V2(c) => AnyDense::V2(PvtV2Dense::new(c, vb)?),
+        })
+    }
+
+    /// Loads the `backbone.` part of a whole-detector checkpoint (any supported naming) and
+    /// returns a strict loader over every other tensor, for the neck and heads: the caller
+    /// builds them from `loader.var_builder(..)` and calls `loader.finish()`, which names any
+    /// tensor left unused. `what` names the model in errors.
+    pub fn load_split(
+        &self,
+        ckpt: &Checkpoint,
+        what: &str,
+        device: &Device,
+    ) -> Result<(AnyDense, AnyLoadInfo, StrictLoader)> {
+        let (backbone, info) = self.arch().load_dense(ckpt, device)?;
+        if info.prefix().is_none() {
+            bail!(
+                "{}: no `backbone.` tensors: this is a bare backbone, not a {what} checkpoint (neck and heads missing)",
+                ckpt.path.display()
+            );
+        }
+        let rest: BTreeMap<String, Tensor> = info
+            .outside()
+            .iter()
+            .map(|k| (k.clone(), ckpt.tensors[k].clone()))
+            .collect();
+        let loader = StrictLoader::new(rest, ckpt.path.display().to_string());
+        Ok((backbone, info, loader))
+    }
 }
 
 /// A RetinaNet-PVT architecture.
@@ -130,14 +164,7 @@ impl RetinaNetPvt {
     /// Builds the network from official-named tensors in `vb` (`backbone.`, `neck.`,
     /// `bbox_head.`), e.g. a `VarMap` for training or random weights for benchmarks.
     pub fn new(config: &RetinaNetConfig, vb: candle_nn::VarBuilder) -> Result<Self> {
-        let backbone = match &config.backbone {
-            BackboneConfig::V1(c) => AnyDense::V1(PvtDense::new(
-                c,
-                c.numerics_or_official(),
-                vb.pp("backbone"),
-            )?),
-            BackboneConfig::V2(c) => AnyDense::V2(PvtV2Dense::new(c, vb.pp("backbone"))?),
-        };
+        let backbone = config.backbone.build(vb.pp("backbone"))?;
         let neck = Fpn::new(config.fpn(), backbone.output_spec(), vb.pp("neck"))?;
         let head = RetinaHead::new(config.head(), vb.pp("bbox_head"))?;
         Ok(Self {
@@ -156,19 +183,7 @@ impl RetinaNetPvt {
         config: &RetinaNetConfig,
         device: &Device,
     ) -> Result<(Self, AnyLoadInfo)> {
-        let (backbone, info) = config.backbone.arch().load_dense(ckpt, device)?;
-        if info.prefix().is_none() {
-            bail!(
-                "{}: no `backbone.` tensors: this is a bare backbone, not a RetinaNet checkpoint (neck and head missing)",
-                ckpt.path.display()
-            );
-        }
-        let rest: BTreeMap<String, Tensor> = info
-            .outside()
-            .iter()
-            .map(|k| (k.clone(), ckpt.tensors[k].clone()))
-            .collect();
-        let loader = StrictLoader::new(rest, ckpt.path.display().to_string());
+        let (backbone, info, loader) = config.backbone.load_split(ckpt, "RetinaNet", device)?;
         let vb = loader.var_builder(device);
         let neck = Fpn::new(config.fpn(), backbone.output_spec(), vb.pp("neck"))?;
         let head = RetinaHead::new(config.head(), vb.pp("bbox_head"))?;
