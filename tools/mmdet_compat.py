@@ -8,7 +8,9 @@ Two code bases are used, both unmodified:
   by a stand-in module before mmdet is imported (`install_mmcv_ops_stub`): any name imported from it is a
   placeholder class (only reached by code we never call, e.g. deformable convs), except `nms` /
   `batched_nms`, which are mmcv 2.1.0's own Python functions (mmcv/ops/nms.py of the installed mmcv-lite,
-  loaded unmodified) on top of `nms_cpu`, a line-by-line Python port of mmcv's C++ CPU kernel.
+  loaded unmodified) on top of `nms_cpu`, a line-by-line Python port of mmcv's C++ CPU kernel, and
+  `RoIAlign`, a stand-in on `torchvision.ops.roi_align` (see `RoIAlign` below; only for the Mask R-CNN
+  fixtures).
 
 * mmdet 2.13.0 (what the official PVT detection code runs; the mmdet <= 2.17 post-processing) and
   mmcv 1.3.8's mmcv/ops/nms.py. These are NOT installed; the functions and classes needed are taken
@@ -20,11 +22,16 @@ Two code bases are used, both unmodified:
       git --git-dir=<fetch mirror of github:open-mmlab/mmcv> show v1.3.8:mmcv/ops/nms.py \
           > tools/_ref/mmcv-1.3.8-nms.py
 
-  Used from 2.13: `AnchorHead.get_bboxes` / `AnchorHead._get_bboxes` (mmdet/models/dense_heads/anchor_head.py),
+  Used from 2.13 (RetinaNet, class `MMDet213`): `AnchorHead.get_bboxes` / `AnchorHead._get_bboxes` (mmdet/models/dense_heads/anchor_head.py),
   `AnchorGenerator` (mmdet/core/anchor/anchor_generator.py), `DeltaXYWHBBoxCoder` + `delta2bbox`
   (mmdet/core/bbox/coder/delta_xywh_bbox_coder.py), `multiclass_nms` (mmdet/core/post_processing/
   bbox_nms.py), `get_k_for_topk` (mmdet/core/export/onnx_helper.py); from mmcv 1.3.8: `NMSop`, `nms`,
   `batched_nms` (mmcv/ops/nms.py).
+  Used from 2.13 (Mask R-CNN test path, `load_two_stage_213`): `TwoStageDetector.extract_feat/simple_test`
+  (mmdet/models/detectors/two_stage.py), `RPNTestMixin.simple_test_rpn`, `AnchorHead.get_bboxes`,
+  `RPNHead._get_bboxes`, `StandardRoIHead.simple_test/_bbox_forward/_mask_forward`,
+  `BBoxTestMixin.simple_test_bboxes`, `MaskTestMixin.simple_test_mask` (mmdet/models/roi_heads/test_mixins.py),
+  `BBoxHead.get_bboxes`, `FCNMaskHead.get_seg_masks` + `_do_paste_mask`, `bbox2result`, plus the pieces above.
 
 mmcv's CPU NMS kernel (mmcv/ops/csrc/pytorch/cpu/nms.cpp; in 1.3.8 mmcv/ops/csrc/pytorch/nms.cpp):
 suppress box j after kept box i when `ovr >= iou_threshold` in mmcv <= 1.3.x (checked: tag v1.3.8) and
@@ -198,6 +205,32 @@ class _OpsFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         pass
 
 
+class RoIAlign(torch.nn.Module):
+    """Stand-in for mmcv.ops.RoIAlign (avg pool_mode, aligned=True only) on `torchvision.ops.roi_align`.
+
+    mmcv 1.3.8's CPU kernel (mmcv/ops/csrc/pytorch/roi_align_cpu.cpp, "modified from detectron2") and
+    torchvision's CPU kernel are the same Caffe2 algorithm: roi_start = x1 * spatial_scale - 0.5 (aligned),
+    roi size without the min-1 clamp, bin = size / out, sampling grid ceil(size / out) per axis when
+    sampling_ratio <= 0, sample points start + p * bin + (i + 0.5) * bin / grid, bilinear with the
+    (-1, H) / (-1, W) validity test, clamping at 0 and H-1 / W-1, and the average over max(grid_h*grid_w, 1)."""
+
+    def __init__(self, output_size, spatial_scale=1.0, sampling_ratio=0, pool_mode="avg", aligned=True,
+                 use_torchvision=False):
+        super().__init__()
+        from torch.nn.modules.utils import _pair
+        assert pool_mode == "avg" and aligned, "stand-in covers pool_mode='avg', aligned=True only"
+        self.output_size = _pair(output_size)
+        self.spatial_scale = float(spatial_scale)
+        self.sampling_ratio = int(sampling_ratio)
+        self.pool_mode = pool_mode
+        self.aligned = aligned
+
+    def forward(self, input, rois):
+        from torchvision.ops import roi_align
+        assert rois.dim() == 2 and rois.size(1) == 5, "RoI must be (idx, x1, y1, x2, y2)!"
+        return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, True)
+
+
 _MMCV2_NMS = None
 
 
@@ -214,6 +247,7 @@ def install_mmcv_ops_stub(rule=">"):
     ops.__path__ = []
     ops.nms = ns.nms
     ops.batched_nms = ns.batched_nms
+    ops.RoIAlign = RoIAlign
     sys.modules["mmcv.ops"] = ops
     mmcv.ops = ops
     sys.meta_path.insert(0, _OpsFinder())
@@ -307,3 +341,136 @@ class MMDet213:
         with _fake_modules({"mmdet.core": core, "mmdet.core.export": export}):
             return self._get_bboxes_outer(self, cls_scores, bbox_preds, img_metas, cfg=cfg, rescale=rescale,
                                           with_nms=with_nms)
+
+
+# ---------------------------------------------------------------------------------------------
+# mmdet 2.13 two-stage (Mask R-CNN) test path
+
+
+def load_two_stage_213(nms_rule=">="):
+    """The mmdet 2.13.0 Mask R-CNN test-time code path, as plain classes to be given forward modules.
+
+    Returns a namespace with the classes `Detector`, `RPNHead`, `RoIHead`, `BBoxHead`, `MaskHead` (methods
+    taken unmodified from the 2.13 sources; attributes such as `backbone`, `neck`, `module`, `anchor_generator`,
+    `bbox_coder`, `test_cfg` are set by the caller, see `build_two_stage_213`), the 2.13 pieces used
+    (`AnchorGenerator`, `DeltaXYWHBBoxCoder`, `multiclass_nms`, `bbox2result`, `_do_paste_mask`), mmcv 1.3.8's
+    `batched_nms` namespace on the CPU rule `nms_rule`, and the SHA-256 of every source file used."""
+    check_213_sources()
+    import copy
+    import warnings
+
+    import torch.nn.functional as F
+    from torch.nn.modules.utils import _pair
+    d = MMDET213
+    nms_ns = load_mmcv_nms(MMCV138_NMS, nms_rule)
+    files = {}
+
+    def src(*parts):
+        path = os.path.join(d, *parts)
+        files["mmdet/" + "/".join(parts)] = sha256_file(path)
+        return path
+
+    bbox_nms = load_defs(src("core", "post_processing", "bbox_nms.py"), ["multiclass_nms"],
+                         dict(torch=torch, batched_nms=nms_ns.batched_nms, bbox_overlaps=None))
+    transforms = load_defs(src("core", "bbox", "transforms.py"), ["bbox2result"], dict(torch=torch, np=np))
+
+    class BaseBBoxCoder:
+        pass
+
+    coder = load_defs(src("core", "bbox", "coder", "delta_xywh_bbox_coder.py"),
+                      ["DeltaXYWHBBoxCoder", "delta2bbox", "bbox2delta"],
+                      dict(torch=torch, np=np, mmcv=None, BaseBBoxCoder=BaseBBoxCoder))
+    anchor = load_defs(src("core", "anchor", "anchor_generator.py"), ["AnchorGenerator"],
+                       dict(torch=torch, np=np, mmcv=None, _pair=_pair))
+    det = load_defs(src("models", "detectors", "two_stage.py"), [], dict(torch=torch),
+                    methods_of=("TwoStageDetector", ["extract_feat", "simple_test"]))
+    rpn_mixin = load_defs(src("models", "dense_heads", "rpn_test_mixin.py"), [], dict(torch=torch),
+                          methods_of=("RPNTestMixin", ["simple_test_rpn"]))
+    anchor_head = load_defs(src("models", "dense_heads", "anchor_head.py"), [], dict(torch=torch),
+                            methods_of=("AnchorHead", ["get_bboxes"]))
+    rpn_head = load_defs(src("models", "dense_heads", "rpn_head.py"), [],
+                         dict(torch=torch, copy=copy, batched_nms=nms_ns.batched_nms),
+                         methods_of=("RPNHead", ["_get_bboxes"]))
+    roi_head = load_defs(src("models", "roi_heads", "standard_roi_head.py"), [],
+                         dict(torch=torch, bbox2result=transforms.bbox2result),
+                         methods_of=("StandardRoIHead", ["simple_test", "_bbox_forward", "_mask_forward"]))
+    mixins = load_defs(src("models", "roi_heads", "test_mixins.py"), [], dict(torch=torch),
+                       methods_of=("BBoxTestMixin", ["simple_test_bboxes"]))
+    mask_mixin = load_defs(src("models", "roi_heads", "test_mixins.py"), [], dict(torch=torch),
+                           methods_of=("MaskTestMixin", ["simple_test_mask"]))
+    bbox_head = load_defs(src("models", "roi_heads", "bbox_heads", "bbox_head.py"), [],
+                          dict(torch=torch, np=np, F=F, multiclass_nms=bbox_nms.multiclass_nms),
+                          methods_of=("BBoxHead", ["get_bboxes", "custom_cls_channels"]))
+    mask_head = load_defs(src("models", "roi_heads", "mask_heads", "fcn_mask_head.py"), ["_do_paste_mask"],
+                          dict(torch=torch, np=np, F=F, warn=warnings.warn, BYTES_PER_FLOAT=4,
+                               GPU_MEM_LIMIT=1024**3),
+                          methods_of=("FCNMaskHead", ["get_seg_masks"]))
+    # the constants the 2.13 file defines at module level (checked, not assumed)
+    with open(os.path.join(d, "models", "roi_heads", "mask_heads", "fcn_mask_head.py")) as f:
+        text = f.read()
+    assert "BYTES_PER_FLOAT = 4" in text and "GPU_MEM_LIMIT = 1024**3" in text
+
+    class _Called:
+        def __call__(self, *a, **k):
+            return self.module(*a, **k)
+
+    Detector = type("TwoStageDetector213", (), dict(
+        extract_feat=det.extract_feat, simple_test=det.simple_test, with_bbox=True, with_neck=True))
+    RPNHead = type("RPNHead213", (_Called,), dict(
+        simple_test_rpn=rpn_mixin.simple_test_rpn, get_bboxes=anchor_head.get_bboxes,
+        _get_bboxes=rpn_head._get_bboxes, use_sigmoid_cls=True, cls_out_channels=1))
+    RoIHead = type("StandardRoIHead213", (), dict(
+        simple_test=roi_head.simple_test, _bbox_forward=roi_head._bbox_forward,
+        _mask_forward=roi_head._mask_forward, simple_test_bboxes=mixins.simple_test_bboxes,
+        simple_test_mask=mask_mixin.simple_test_mask, with_bbox=True, with_mask=True, with_shared_head=False))
+    BBoxHead = type("BBoxHead213", (_Called,), dict(
+        get_bboxes=bbox_head.get_bboxes, custom_cls_channels=bbox_head.custom_cls_channels, loss_cls=None))
+    MaskHead = type("FCNMaskHead213", (_Called,), dict(get_seg_masks=mask_head.get_seg_masks,
+                                                       class_agnostic=False))
+    files["mmcv 1.3.8 mmcv/ops/nms.py"] = sha256_file(MMCV138_NMS)
+    return types.SimpleNamespace(
+        Detector=Detector, RPNHead=RPNHead, RoIHead=RoIHead, BBoxHead=BBoxHead, MaskHead=MaskHead,
+        AnchorGenerator=anchor.AnchorGenerator, DeltaXYWHBBoxCoder=coder.DeltaXYWHBBoxCoder,
+        multiclass_nms=bbox_nms.multiclass_nms, bbox2result=transforms.bbox2result,
+        _do_paste_mask=mask_head._do_paste_mask, nms_ns=nms_ns, source_sha256=files)
+
+
+def _cfg_args(cfg):
+    c = dict(cfg)
+    c.pop("type")
+    return c
+
+
+def build_two_stage_213(ns, backbone, neck, rpn_module, bbox_roi_extractor, bbox_module, mask_roi_extractor,
+                        mask_module, rpn_anchor_cfg, rpn_coder_cfg, rpn_test_cfg, rcnn_coder_cfg, rcnn_test_cfg,
+                        num_classes, classes=None):
+    """Assemble `load_two_stage_213` classes around forward modules (any callables with the mmdet forward
+    signatures). `classes` may override the namespace classes (e.g. subclasses that record outputs)."""
+    from mmengine.config import ConfigDict
+    c = dict(Detector=ns.Detector, RPNHead=ns.RPNHead, RoIHead=ns.RoIHead, BBoxHead=ns.BBoxHead,
+             MaskHead=ns.MaskHead)
+    c.update(classes or {})
+    rpn = c["RPNHead"]()
+    rpn.module = rpn_module
+    rpn.anchor_generator = ns.AnchorGenerator(**_cfg_args(rpn_anchor_cfg))
+    rpn.bbox_coder = ns.DeltaXYWHBBoxCoder(**_cfg_args(rpn_coder_cfg))
+    rpn.test_cfg = ConfigDict(rpn_test_cfg)
+    bbox = c["BBoxHead"]()
+    bbox.module = bbox_module
+    bbox.bbox_coder = ns.DeltaXYWHBBoxCoder(**_cfg_args(rcnn_coder_cfg))
+    bbox.num_classes = num_classes
+    mask = c["MaskHead"]()
+    mask.module = mask_module
+    mask.num_classes = num_classes
+    roi = c["RoIHead"]()
+    roi.bbox_roi_extractor = bbox_roi_extractor
+    roi.mask_roi_extractor = mask_roi_extractor
+    roi.bbox_head = bbox
+    roi.mask_head = mask
+    roi.test_cfg = ConfigDict(rcnn_test_cfg)
+    model = c["Detector"]()
+    model.backbone = backbone
+    model.neck = neck
+    model.rpn_head = rpn
+    model.roi_head = roi
+    return model
