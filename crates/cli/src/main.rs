@@ -2,13 +2,14 @@
 //!
 //! Subcommands: `classify` (ImageNet top-k), `features` (the dense pyramid to safetensors),
 //! `info` and `convert` (checkpoint inspection and renaming), `bench` (backbone timing),
-//! `eval` (COCO AP and ADE20K mIoU on result files).
+//! `eval` (COCO AP and ADE20K mIoU on result files), `synth` (the synthetic shapes dataset).
 
 mod backbone_cmd;
 mod bench_util;
 mod detect_cmd;
 mod eval_cmd;
 mod segment_cmd;
+mod synth_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -58,6 +59,8 @@ enum Cmd {
     /// Evaluate results: COCO AP (bbox, segm) or ADE20K mIoU.
     #[command(subcommand)]
     Eval(eval_cmd::EvalCmd),
+    /// Write the deterministic synthetic shapes dataset (COCO instances, ADE-style labels).
+    Synth(synth_cmd::SynthArgs),
 }
 
 /// mimalloc's `mi_option_purge_delay` (mimalloc.h, v2): milliseconds before freed memory is
@@ -93,6 +96,7 @@ fn main() {
         Cmd::InferSeg(a) => segment_cmd::infer_seg(a),
         Cmd::BenchSegment(a) => segment_cmd::bench_segment(a),
         Cmd::Eval(c) => eval_cmd::run(c),
+        Cmd::Synth(a) => synth_cmd::synth(a),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");
