@@ -254,6 +254,12 @@ pub fn infer(a: InferArgs) -> Result<()> {
                 types.push(crate::eval_cmd::IouTypeArg::Segm);
             }
             for iou_type in types {
+                // pycocotools' heading, so that the two summaries can be told apart
+                let name = match iou_type {
+                    crate::eval_cmd::IouTypeArg::Bbox => "bbox",
+                    crate::eval_cmd::IouTypeArg::Segm => "segm",
+                };
+                println!("Evaluate annotation type *{name}*");
                 crate::eval_cmd::run(crate::eval_cmd::EvalCmd::Coco(crate::eval_cmd::CocoArgs {
                     gt: a.ann.clone(),
                     dt: a.out.clone(),

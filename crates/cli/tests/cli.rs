@@ -419,3 +419,101 @@ fn info_recognises_every_pvt_v2_naming() {
         assert!(out.contains("PVT v2"), "{file}: {out}");
     }
 }
+
+fn mask_rcnn_args() -> Vec<String> {
+    vec![
+        "--config".into(),
+        root()
+            .join("assets/configs/mask_rcnn_pvt_mini.json")
+            .display()
+            .to_string(),
+        "--weights".into(),
+        root()
+            .join("assets/fixtures/mask_rcnn/mini_mask_rcnn_official_f16.pth")
+            .display()
+            .to_string(),
+    ]
+}
+
+#[test]
+fn mask_rcnn_detects_with_masks_and_infer_reports_segm_ap() {
+    // detect: results carry RLE masks at the image's size, and the picture is written
+    let out = tmp("mrcnn_dets.json");
+    let vis = tmp("mrcnn_vis.png");
+    let mut args: Vec<String> = vec!["detect".into()];
+    args.extend(mask_rcnn_args());
+    args.extend([
+        "--image".into(),
+        chelsea(),
+        "--out".into(),
+        out.display().to_string(),
+        "--vis".into(),
+        vis.display().to_string(),
+        "--score-thr".into(),
+        "0.05".into(),
+    ]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, stdout, err) = pvt(&a);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let recs = v.as_array().unwrap();
+    assert!(!recs.is_empty(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{} detections", recs.len())),
+        "{stdout}"
+    );
+    for r in recs {
+        let seg = &r["segmentation"];
+        assert_eq!(seg["size"], serde_json::json!([300, 451]), "{r}");
+        assert!(seg["counts"].as_str().is_some_and(|c| !c.is_empty()), "{r}");
+    }
+    let img = image::open(&vis).unwrap();
+    assert_eq!((img.width(), img.height()), (451, 300));
+
+    // infer --eval: bbox and segm summaries against a ground truth with polygons
+    let dir = tmp("mrcnn_split");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(root().join("assets/images/chelsea.png"), dir.join("a.png")).unwrap();
+    let cats: Vec<serde_json::Value> = (1..=8)
+        .map(|i| serde_json::json!({"id": i, "name": format!("c{i}")}))
+        .collect();
+    let gt = serde_json::json!({
+        "images": [{"id": 1, "file_name": "a.png", "width": 451, "height": 300}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 2, "bbox": [100.0, 50.0, 120.0, 150.0],
+             "area": 18000.0, "iscrowd": 0,
+             "segmentation": [[100.0, 50.0, 220.0, 50.0, 220.0, 200.0, 100.0, 200.0]]}
+        ],
+        "categories": cats
+    });
+    let ann = dir.join("ann.json");
+    std::fs::write(&ann, serde_json::to_vec(&gt).unwrap()).unwrap();
+    let res = dir.join("res.json");
+    let mut args: Vec<String> = vec!["infer".into()];
+    args.extend(mask_rcnn_args());
+    args.extend([
+        "--images".into(),
+        dir.display().to_string(),
+        "--ann".into(),
+        ann.display().to_string(),
+        "--out".into(),
+        res.display().to_string(),
+        "--eval".into(),
+    ]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, stdout, err) = pvt(&a);
+    assert!(ok, "{err}");
+    let summaries = stdout
+        .matches("Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]")
+        .count();
+    assert_eq!(summaries, 2, "bbox and segm summaries expected:\n{stdout}");
+    let (b, m) = (
+        stdout
+            .find("Evaluate annotation type *bbox*")
+            .expect("bbox heading"),
+        stdout
+            .find("Evaluate annotation type *segm*")
+            .expect("segm heading"),
+    );
+    assert!(b < m, "{stdout}");
+}
