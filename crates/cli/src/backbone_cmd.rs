@@ -7,6 +7,8 @@ use anyhow::{bail, Context, Result};
 use candle::{Device, Tensor};
 use clap::{Args, ValueEnum};
 use pvt_backbone::naming::{mmdet_to_official, official_to_mmdet, split_backbone, Dialect};
+use pvt_backbone::naming_v2::{from_official_v2, split_backbone_v2, to_official_v2};
+use pvt_backbone::DialectV2;
 use pvt_backbone::{guess_variant, guess_variant_v2, AnyDense, Arch, PvtDense, PvtV2Dense};
 use pvt_nn::checkpoint::save_safetensors;
 use pvt_nn::image::{deit_eval_transform, load_rgb, normalize_255};
@@ -267,20 +269,23 @@ pub fn info(a: InfoArgs) -> Result<()> {
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Naming {
-    /// whai362/PVT names (patch_embed{i}, block{i}.{j}).
+    /// whai362/PVT names (patch_embed{i}, block{i}.{j}, v2: norm{i}).
     Official,
-    /// mmdetection names (layers.{s}...); dense backbone only.
+    /// mmdetection names (layers.{s}...); dense backbone only (classifier tensors are dropped).
     Mmdet,
+    /// timm names (patch_embed, stages.{s}...); PVT v2 only.
+    Timm,
 }
 
 #[derive(Args, Debug)]
 pub struct ConvertArgs {
-    /// Input checkpoint (.pth or .safetensors).
+    /// Input checkpoint (.pth or .safetensors): PVT v1 or v2, bare backbone or whole detector /
+    /// segmentor (backbone under `backbone.`; other tensors are copied unchanged).
     input: PathBuf,
     /// Output .safetensors (f32).
     output: PathBuf,
     /// Naming of the backbone tensors in the output (default: keep the input's).
-    #[arg(long, value_enum)]
+    #[arg(long, visible_alias = "to", value_enum)]
     naming: Option<Naming>,
 }
 
@@ -305,6 +310,12 @@ fn convert_tensors(
     let Some(target) = naming else {
         return Ok(all.clone());
     };
+    if is_pvt_v2(all) {
+        return convert_v2(all, target);
+    }
+    if target == Naming::Timm {
+        bail!("timm names exist for PVT v2 only; this is a PVT v1 checkpoint (use --naming official or mmdet)");
+    }
     let bb = split_backbone(all)?;
     let official = match bb.dialect {
         Dialect::Official => bb.tensors,
@@ -312,6 +323,7 @@ fn convert_tensors(
     };
     let renamed = match target {
         Naming::Official => official,
+        Naming::Timm => unreachable!("refused above"),
         Naming::Mmdet => {
             let mut dense = official;
             for k in [
@@ -336,6 +348,54 @@ fn convert_tensors(
             official_to_mmdet(&dense)?
         }
     };
+    let prefix = bb.prefix.unwrap_or_default();
+    let mut out: BTreeMap<String, Tensor> = renamed
+        .into_iter()
+        .map(|(k, v)| (format!("{prefix}{k}"), v))
+        .collect();
+    for k in bb.outside {
+        out.insert(k.clone(), all[&k].clone());
+    }
+    Ok(out)
+}
+
+/// Every PVT v2 block has a depth-wise conv in its MLP (mmdetection: `ffn.layers.1`, which moves
+/// fc2 to `ffn.layers.4`); v1 has none.
+fn is_pvt_v2(all: &BTreeMap<String, Tensor>) -> bool {
+    all.keys()
+        .any(|k| k.contains("dwconv") || k.contains(".ffn.layers.4."))
+}
+
+/// `convert` for PVT v2: any naming to official, then to the target; the `backbone.` prefix and
+/// the tensors outside the backbone are kept as they are.
+fn convert_v2(all: &BTreeMap<String, Tensor>, target: Naming) -> Result<BTreeMap<String, Tensor>> {
+    let bb = split_backbone_v2(all)?;
+    let mut official = to_official_v2(bb.dialect, &bb.tensors)?;
+    let dialect = match target {
+        Naming::Official => DialectV2::Official,
+        Naming::Timm => DialectV2::Timm,
+        Naming::Mmdet => DialectV2::Mmdet,
+    };
+    if dialect == DialectV2::Mmdet {
+        for k in ["head.weight", "head.bias"] {
+            if official.remove(k).is_some() {
+                eprintln!("dropped classifier tensor {k} (mmdetection backbones have none)");
+            }
+        }
+    }
+    let renamed = from_official_v2(dialect, &official)?;
+    if (bb.dialect == DialectV2::Mmdet) != (dialect == DialectV2::Mmdet) {
+        eprintln!(
+            "note: loaders take the LayerNorm epsilons from the naming (mmdetection: 1e-6 everywhere; \
+             official / timm: 1e-5 in the patch-embedding and spatial-reduction norms); set \
+             \"norm_eps\": \"{}\" in a JSON config to keep the input's numerics",
+            if bb.dialect == DialectV2::Mmdet {
+                "mmdet"
+            } else {
+                "official"
+            },
+        );
+    }
     let prefix = bb.prefix.unwrap_or_default();
     let mut out: BTreeMap<String, Tensor> = renamed
         .into_iter()

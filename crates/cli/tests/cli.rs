@@ -517,3 +517,132 @@ fn mask_rcnn_detects_with_masks_and_infer_reports_segm_ap() {
     );
     assert!(b < m, "{stdout}");
 }
+
+#[test]
+fn convert_round_trips_between_pvt_v2_namings() {
+    let v2 = |n: &str| {
+        root()
+            .join("assets/fixtures/pvt_v2")
+            .join(n)
+            .display()
+            .to_string()
+    };
+    let load = |p: &str| pvt_nn::Checkpoint::load(p).unwrap().tensors;
+    let assert_same = |what: &str,
+                       a: &std::collections::BTreeMap<String, Tensor>,
+                       b: &std::collections::BTreeMap<String, Tensor>| {
+        assert_eq!(
+            a.keys().collect::<Vec<_>>(),
+            b.keys().collect::<Vec<_>>(),
+            "{what}"
+        );
+        for (k, v) in a {
+            assert_eq!(v.dims(), b[k].dims(), "{what}: {k}");
+            assert_eq!(max_abs_diff(v, &b[k]), 0.0, "{what}: {k}");
+        }
+    };
+    let (off, timm, mm) = (
+        tmp("v2_official.safetensors").display().to_string(),
+        tmp("v2_timm.safetensors").display().to_string(),
+        tmp("v2_mmdet.safetensors").display().to_string(),
+    );
+    // detector checkpoint (backbone under `backbone.`, plus neck tensors):
+    // mmdet -> official -> timm -> mmdet gives the original back, neck untouched
+    let det = v2("mini_v2_det_mmdet_f16.pth");
+    let (ok, _, err) = pvt(&["convert", &det, &off, "--to", "official"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("norm_eps"), "{err}");
+    let (ok, _, err) = pvt(&["convert", &off, &timm, "--to", "timm"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = pvt(&["convert", &timm, &mm, "--naming", "mmdet"]);
+    assert!(ok, "{err}");
+    assert_same(
+        "mmdet -> official -> timm -> mmdet",
+        &load(&det),
+        &load(&mm),
+    );
+    for (file, naming) in [
+        (&off, "official PVT v2"),
+        (&timm, "timm"),
+        (&mm, "mmdetection (layers.{s}.{0|1|2}"),
+    ] {
+        let (ok, out, _) = pvt(&["info", file]);
+        assert!(
+            ok && out.contains(naming) && out.contains("backbone under `backbone.`"),
+            "{out}"
+        );
+    }
+    let t = load(&timm);
+    assert!(t.contains_key("backbone.stages.3.blocks.1.mlp.dwconv.weight"));
+    assert_eq!(t.keys().filter(|k| k.starts_with("neck.")).count(), 2);
+    // classifier: official -> timm equals the timm fixture (same values: exact in f16 and bf16)
+    let (ok, _, err) = pvt(&[
+        "convert",
+        &v2("mini_v2_cls_official_f16.pth"),
+        &timm,
+        "--to",
+        "timm",
+    ]);
+    assert!(ok, "{err}");
+    assert_same(
+        "official cls -> timm",
+        &load(&v2("mini_v2_cls_timm_bf16.safetensors")),
+        &load(&timm),
+    );
+    // timm cls -> official equals the official fixture
+    let (ok, _, err) = pvt(&[
+        "convert",
+        &v2("mini_v2_cls_timm_bf16.safetensors"),
+        &off,
+        "--to",
+        "official",
+    ]);
+    assert!(ok, "{err}");
+    assert_same(
+        "timm cls -> official",
+        &load(&v2("mini_v2_cls_official_f16.pth")),
+        &load(&off),
+    );
+    // classifier -> mmdet drops the head and gives the detector fixture's backbone
+    let (ok, _, err) = pvt(&[
+        "convert",
+        &v2("mini_v2_cls_official_f16.pth"),
+        &mm,
+        "--to",
+        "mmdet",
+    ]);
+    assert!(
+        ok && err.contains("dropped classifier tensor head.weight"),
+        "{err}"
+    );
+    let backbone: std::collections::BTreeMap<String, Tensor> = load(&det)
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("backbone.")?.to_string(), v)))
+        .collect();
+    assert_same("official cls -> mmdet", &backbone, &load(&mm));
+    // linear SRA (b2_li) round-trips official <-> timm, and has no mmdetection names
+    let li = v2("mini_v2_li_det_timm_f16.safetensors");
+    let (ok, _, err) = pvt(&["convert", &li, &off, "--to", "official"]);
+    assert!(ok && !err.contains("norm_eps"), "{err}");
+    let (ok, _, err) = pvt(&["convert", &off, &timm, "--to", "timm"]);
+    assert!(ok, "{err}");
+    assert_same(
+        "timm -> official -> timm (linear)",
+        &load(&li),
+        &load(&timm),
+    );
+    let (ok, _, err) = pvt(&["convert", &li, &mm, "--to", "mmdet"]);
+    assert!(
+        !ok && err.starts_with("error: ") && err.contains("linear spatial-reduction"),
+        "{err}"
+    );
+    // timm names are refused for PVT v1
+    let (ok, _, err) = pvt(&[
+        "convert",
+        &fixture("mini_det_mmdet_f16.pth"),
+        &timm,
+        "--to",
+        "timm",
+    ]);
+    assert!(!ok && err.contains("PVT v2 only"), "{err}");
+}

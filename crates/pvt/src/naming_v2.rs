@@ -1,4 +1,5 @@
-//! The checkpoint dialects of PVT v2 backbones and their renaming to the official names.
+//! The checkpoint dialects of PVT v2 backbones and the renamings between them (each to and from
+//! the official names).
 //!
 //! The model is built from the **official** whai362/PVT v2 names (spec §3):
 //! `patch_embed{i}.{proj,norm}`, `block{i}.{j}.{norm1, attn.q, attn.kv, attn.proj, attn.sr,
@@ -242,6 +243,149 @@ fn mmdet_item_to_official(k: &str, v: &Tensor) -> Result<Option<Vec<(String, Ten
     }
 }
 
+/// Renames an official-named state dict to `dialect` (the inverse of [`to_official_v2`]); see
+/// [`official_to_timm`] and [`official_to_mmdet_v2`] for what each refuses.
+pub fn from_official_v2(
+    dialect: DialectV2,
+    src: &BTreeMap<String, Tensor>,
+) -> Result<BTreeMap<String, Tensor>> {
+    match dialect {
+        DialectV2::Official => Ok(src.clone()),
+        DialectV2::Timm => official_to_timm(src),
+        DialectV2::Mmdet => official_to_mmdet_v2(src),
+    }
+}
+
+/// Renames official keys to timm ones, as timm's `checkpoint_filter_fn` does (`head.*` keeps its
+/// name). A key outside the official grammar is an error naming it.
+pub fn official_to_timm(src: &BTreeMap<String, Tensor>) -> Result<BTreeMap<String, Tensor>> {
+    src.iter()
+        .map(|(k, v)| {
+            let nk = official_key_to_timm(k)
+                .ok_or_else(|| anyhow!("key {k} has no timm counterpart in a PVT v2 model"))?;
+            Ok((nk, v.clone()))
+        })
+        .collect()
+}
+
+fn official_key_to_timm(k: &str) -> Option<String> {
+    if k.starts_with("head.") {
+        return Some(k.to_string());
+    }
+    let (first, rest) = k.split_once('.')?;
+    if let Some(i) = first.strip_prefix("patch_embed").and_then(parse_usize) {
+        return match i {
+            1 => Some(format!("patch_embed.{rest}")),
+            2..=4 => Some(format!("stages.{}.downsample.{rest}", i - 1)),
+            _ => None,
+        };
+    }
+    if let Some(i) = first.strip_prefix("norm").and_then(parse_usize) {
+        return (1..=4)
+            .contains(&i)
+            .then(|| format!("stages.{}.norm.{rest}", i - 1));
+    }
+    let i = first.strip_prefix("block").and_then(parse_usize)?;
+    if !(1..=4).contains(&i) {
+        return None;
+    }
+    let (j, leaf) = rest.split_once('.')?;
+    let j = parse_usize(j)?;
+    let leaf = match leaf.strip_prefix("mlp.dwconv.dwconv.") {
+        Some(t) => format!("mlp.dwconv.{t}"),
+        None => leaf.to_string(),
+    };
+    Some(format!("stages.{}.blocks.{j}.{leaf}", i - 1))
+}
+
+/// Whether an official-named state dict uses linear spatial-reduction attention (b2_li): its
+/// key/value reduction is a 1×1 conv, while a strided one (b0-b5) has kernel = ratio > 1.
+pub fn is_linear_sra(official: &BTreeMap<String, Tensor>) -> bool {
+    official.iter().any(|(k, v)| {
+        k.ends_with(".attn.sr.weight") && v.rank() == 4 && v.dims()[2] == 1 && v.dims()[3] == 1
+    })
+}
+
+/// Renames an official-named dense backbone to mmdetection `PyramidVisionTransformerV2` names, as
+/// mmdetection's `pvt_convert` does: fuses q and kv into `attn.attn.in_proj_*`, reshapes the FFN
+/// linears to 1×1 convs. The classifier's `head.*` must have been removed; linear SRA (b2_li) has
+/// no mmdetection counterpart and is refused.
+pub fn official_to_mmdet_v2(src: &BTreeMap<String, Tensor>) -> Result<BTreeMap<String, Tensor>> {
+    if is_linear_sra(src) {
+        bail!("this PVT v2 model uses linear spatial-reduction attention (b2_li), which mmdetection's PyramidVisionTransformerV2 does not implement: there are no mmdetection names for it");
+    }
+    let mut out = BTreeMap::new();
+    for (k, v) in src {
+        let bad = || anyhow!("key {k} has no mmdetection counterpart in a dense PVT v2 backbone");
+        let (first, rest) = k.split_once('.').ok_or_else(bad)?;
+        let stage = |p: &str| {
+            first
+                .strip_prefix(p)
+                .and_then(parse_usize)
+                .filter(|i| (1..=4).contains(i))
+        };
+        if let Some(i) = stage("patch_embed") {
+            let rest = match rest.split_once('.') {
+                Some(("proj", t)) => format!("projection.{t}"),
+                Some(("norm", t)) => format!("norm.{t}"),
+                _ => return Err(bad()),
+            };
+            out.insert(format!("layers.{}.0.{rest}", i - 1), v.clone());
+            continue;
+        }
+        if let Some(i) = stage("norm") {
+            out.insert(format!("layers.{}.2.{rest}", i - 1), v.clone());
+            continue;
+        }
+        let i = stage("block").ok_or_else(bad)?;
+        let (j, leaf) = rest.split_once('.').ok_or_else(bad)?;
+        let j = parse_usize(j).ok_or_else(bad)?;
+        let b = format!("layers.{}.1.{j}", i - 1);
+        let conv1x1 = |v: &Tensor| -> Result<Tensor> { Ok(v.unsqueeze(2)?.unsqueeze(3)?) };
+        let (nk, nv) = if let Some(t) = leaf.strip_prefix("attn.q.") {
+            let kv = src
+                .get(&format!("block{i}.{j}.attn.kv.{t}"))
+                .ok_or_else(|| anyhow!("{k}: block{i}.{j}.attn.kv.{t} is missing"))?;
+            (
+                format!("{b}.attn.attn.in_proj_{t}"),
+                Tensor::cat(&[v, kv], 0)?,
+            )
+        } else if let Some(t) = leaf.strip_prefix("attn.kv.") {
+            if !src.contains_key(&format!("block{i}.{j}.attn.q.{t}")) {
+                bail!("{k}: block{i}.{j}.attn.q.{t} is missing");
+            }
+            continue; // fused with q
+        } else if let Some(t) = leaf.strip_prefix("attn.proj.") {
+            (format!("{b}.attn.attn.out_proj.{t}"), v.clone())
+        } else if let Some(t) = leaf.strip_prefix("mlp.fc1.") {
+            let v = if t == "weight" {
+                conv1x1(v)?
+            } else {
+                v.clone()
+            };
+            (format!("{b}.ffn.layers.0.{t}"), v)
+        } else if let Some(t) = leaf.strip_prefix("mlp.dwconv.dwconv.") {
+            (format!("{b}.ffn.layers.1.{t}"), v.clone())
+        } else if let Some(t) = leaf.strip_prefix("mlp.fc2.") {
+            let v = if t == "weight" {
+                conv1x1(v)?
+            } else {
+                v.clone()
+            };
+            (format!("{b}.ffn.layers.4.{t}"), v)
+        } else if ["norm1.", "norm2.", "attn.sr.", "attn.norm."]
+            .iter()
+            .any(|p| leaf.starts_with(p))
+        {
+            (format!("{b}.{leaf}"), v.clone())
+        } else {
+            return Err(bad());
+        };
+        out.insert(nk, nv);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +462,70 @@ mod tests {
                 ("patch_embed2.proj.weight", vec![4, 2, 3, 3]),
             ]
         );
+    }
+
+    #[test]
+    fn official_names_round_trip_through_timm_and_mmdet() {
+        let mut src = BTreeMap::new();
+        for (k, d) in [
+            ("patch_embed1.proj.weight", vec![4, 3, 7, 7]),
+            ("patch_embed2.norm.bias", vec![8]),
+            ("block2.0.attn.q.weight", vec![8, 8]),
+            ("block2.0.attn.kv.weight", vec![16, 8]),
+            ("block2.0.attn.kv.bias", vec![16]),
+            ("block2.0.attn.q.bias", vec![8]),
+            ("block2.0.attn.proj.weight", vec![8, 8]),
+            ("block2.0.attn.sr.weight", vec![8, 8, 4, 4]),
+            ("block2.0.attn.norm.weight", vec![8]),
+            ("block2.0.norm1.weight", vec![8]),
+            ("block2.0.mlp.fc1.weight", vec![64, 8]),
+            ("block2.0.mlp.dwconv.dwconv.weight", vec![64, 1, 3, 3]),
+            ("block2.0.mlp.fc2.weight", vec![8, 64]),
+            ("block2.0.mlp.fc2.bias", vec![8]),
+            ("norm2.weight", vec![8]),
+        ] {
+            src.insert(k.to_string(), t(&d));
+        }
+        let timm = official_to_timm(&src).unwrap();
+        assert!(timm.contains_key("patch_embed.proj.weight"));
+        assert!(timm.contains_key("stages.1.downsample.norm.bias"));
+        assert!(timm.contains_key("stages.1.blocks.0.mlp.dwconv.weight"));
+        assert!(timm.contains_key("stages.1.norm.weight"));
+        let back = timm_to_official(&timm);
+        assert_eq!(
+            back.keys().collect::<Vec<_>>(),
+            src.keys().collect::<Vec<_>>()
+        );
+        let mm = official_to_mmdet_v2(&src).unwrap();
+        assert_eq!(mm["layers.1.1.0.attn.attn.in_proj_weight"].dims(), &[24, 8]);
+        assert_eq!(
+            mm["layers.1.1.0.ffn.layers.4.weight"].dims(),
+            &[8, 64, 1, 1]
+        );
+        assert!(mm.contains_key("layers.1.2.weight"));
+        let back = mmdet_v2_to_official(&mm).unwrap();
+        assert_eq!(
+            back.keys().collect::<Vec<_>>(),
+            src.keys().collect::<Vec<_>>()
+        );
+        for (k, v) in &src {
+            assert_eq!(back[k].dims(), v.dims(), "{k}");
+        }
+        // a classifier head has no mmdetection name; linear SRA has no mmdetection model
+        let mut with_head = src.clone();
+        with_head.insert("head.weight".into(), t(&[10, 8]));
+        assert!(official_to_mmdet_v2(&with_head).is_err());
+        assert!(official_to_timm(&with_head)
+            .unwrap()
+            .contains_key("head.weight"));
+        let mut linear = src.clone();
+        linear.insert("block2.0.attn.sr.weight".into(), t(&[8, 8, 1, 1]));
+        let e = official_to_mmdet_v2(&linear).unwrap_err().to_string();
+        assert!(e.contains("linear"), "{e}");
+        let mut odd = src;
+        odd.insert("pos_embed1".into(), t(&[1, 4, 4]));
+        assert!(official_to_timm(&odd).is_err());
+        assert!(official_to_mmdet_v2(&odd).is_err());
     }
 
     #[test]
