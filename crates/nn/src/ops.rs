@@ -125,6 +125,317 @@ impl Module for GeluErfModule {
 }
 
 // ----------------------------------------------------------------------------------------------
+// LayerNorm and softmax with backward passes
+//
+// candle-nn 0.11's fused `layer_norm` and `softmax_last_dim` kernels are registered without a
+// backward pass (`apply_op*_no_bwd`): a graph through them silently stops there. The types below
+// keep candle-nn's kernels for inference (nothing tracks gradients: same code, same values) and
+// switch to kernels with a backward pass as soon as an input or a parameter is a training
+// variable or depends on one.
+
+/// Element types of the CPU kernels below (computed in f64 internally).
+trait Real: Copy + Send + Sync {
+    fn to_f64(self) -> f64;
+    fn from_f64(v: f64) -> Self;
+}
+
+impl Real for f32 {
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+
+impl Real for f64 {
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
+
+fn contiguous_slice<'a, T>(v: &'a [T], layout: &Layout, what: &str) -> candle::Result<&'a [T]> {
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle::Error::Msg(format!("{what}: input must be contiguous")))?;
+    Ok(&v[start..end])
+}
+
+/// Mean and `1/sqrt(var + eps)` of one row (biased variance, as PyTorch's LayerNorm).
+fn row_stats<T: Real>(row: &[T], eps: f64) -> (f64, f64) {
+    let n = row.len() as f64;
+    let mean = row.iter().map(|v| v.to_f64()).sum::<f64>() / n;
+    let var = row
+        .iter()
+        .map(|v| {
+            let d = v.to_f64() - mean;
+            d * d
+        })
+        .sum::<f64>()
+        / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+fn normalize_rows<T: Real>(src: &[T], dim: usize, eps: f64) -> Vec<T> {
+    let mut out = vec![T::from_f64(0.0); src.len()];
+    out.par_chunks_mut(dim)
+        .zip(src.par_chunks(dim))
+        .for_each(|(o, x)| {
+            let (mean, rstd) = row_stats(x, eps);
+            for (o, &v) in o.iter_mut().zip(x) {
+                *o = T::from_f64((v.to_f64() - mean) * rstd);
+            }
+        });
+    out
+}
+
+/// `dx = rstd·(g − mean(g) − x̂·mean(g·x̂))` per row, with `x̂` recomputed from `x`.
+fn normalize_rows_bwd<T: Real>(x: &[T], g: &[T], dim: usize, eps: f64) -> Vec<T> {
+    let mut out = vec![T::from_f64(0.0); x.len()];
+    out.par_chunks_mut(dim)
+        .zip(x.par_chunks(dim).zip(g.par_chunks(dim)))
+        .for_each(|(o, (x, g))| {
+            let (mean, rstd) = row_stats(x, eps);
+            let n = dim as f64;
+            let (mut sg, mut sgx) = (0f64, 0f64);
+            for (&xv, &gv) in x.iter().zip(g) {
+                let xh = (xv.to_f64() - mean) * rstd;
+                sg += gv.to_f64();
+                sgx += gv.to_f64() * xh;
+            }
+            let (mg, mgx) = (sg / n, sgx / n);
+            for ((o, &xv), &gv) in o.iter_mut().zip(x).zip(g) {
+                let xh = (xv.to_f64() - mean) * rstd;
+                *o = T::from_f64(rstd * (gv.to_f64() - mg - xh * mgx));
+            }
+        });
+    out
+}
+
+/// `(x − mean) / sqrt(var + eps)` over the last dimension, with a backward pass.
+struct Normalize {
+    eps: f64,
+}
+
+impl CustomOp1 for Normalize {
+    fn name(&self) -> &'static str {
+        "pvt-normalize-last-dim"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let dim = layout.shape().dims().last().copied().unwrap_or(1).max(1);
+        let out = match storage {
+            CpuStorage::F32(v) => CpuStorage::F32(normalize_rows(
+                contiguous_slice(v, layout, "layer norm")?,
+                dim,
+                self.eps,
+            )),
+            CpuStorage::F64(v) => CpuStorage::F64(normalize_rows(
+                contiguous_slice(v, layout, "layer norm")?,
+                dim,
+                self.eps,
+            )),
+            _ => candle::bail!("layer norm (training): f32 or f64 only"),
+        };
+        Ok((out, layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle::Result<Option<Tensor>> {
+        let g = grad_res.contiguous()?;
+        Ok(Some(
+            arg.contiguous()?
+                .apply_op2_no_bwd(&g, &NormalizeBwd { eps: self.eps })?,
+        ))
+    }
+}
+
+/// The input gradient of [`Normalize`]: `(x, grad_out) -> grad_x`.
+struct NormalizeBwd {
+    eps: f64,
+}
+
+impl candle::CustomOp2 for NormalizeBwd {
+    fn name(&self) -> &'static str {
+        "pvt-normalize-last-dim-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            candle::bail!("layer norm backward: shapes differ")
+        }
+        let dim = l1.shape().dims().last().copied().unwrap_or(1).max(1);
+        let what = "layer norm backward";
+        let out = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(g)) => CpuStorage::F32(normalize_rows_bwd(
+                contiguous_slice(x, l1, what)?,
+                contiguous_slice(g, l2, what)?,
+                dim,
+                self.eps,
+            )),
+            (CpuStorage::F64(x), CpuStorage::F64(g)) => CpuStorage::F64(normalize_rows_bwd(
+                contiguous_slice(x, l1, what)?,
+                contiguous_slice(g, l2, what)?,
+                dim,
+                self.eps,
+            )),
+            _ => candle::bail!("layer norm backward: f32 or f64 only"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// Whether anything about `t` is recorded for a backward pass.
+fn tracks(t: &Tensor) -> bool {
+    t.track_op()
+}
+
+/// A LayerNorm over the last dimension with weight and bias (PyTorch's `nn.LayerNorm`).
+///
+/// Inference (no tensor involved tracks gradients) runs candle-nn's `LayerNorm` exactly. When the
+/// input, the weight or the bias tracks gradients (training), a kernel with a backward pass is
+/// used instead; values agree to f32 rounding.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    inner: candle_nn::LayerNorm,
+}
+
+impl LayerNorm {
+    /// From tensors: `weight` and `bias` `[C]`.
+    pub fn new(weight: Tensor, bias: Tensor, eps: f64) -> Self {
+        Self {
+            inner: candle_nn::LayerNorm::new(weight, bias, eps),
+        }
+    }
+
+    /// Reads `weight` and `bias` `[dim]` from `vb` (initialised to 1 and 0 in a `VarMap`).
+    pub fn load(dim: usize, eps: f64, vb: candle_nn::VarBuilder) -> candle::Result<Self> {
+        let weight = vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.))?;
+        let bias = vb.get_with_hints(dim, "bias", candle_nn::Init::Const(0.))?;
+        Ok(Self::new(weight, bias, eps))
+    }
+
+    /// `[C]`.
+    pub fn weight(&self) -> &Tensor {
+        self.inner.weight()
+    }
+
+    /// `[C]`.
+    pub fn bias(&self) -> &Tensor {
+        self.inner.bias().expect("built with a bias")
+    }
+
+    /// The epsilon.
+    pub fn eps(&self) -> f64 {
+        self.inner.eps()
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+        let (w, b) = (self.weight(), self.bias());
+        // (candle-nn's CPU kernel has no f64 version: f64 takes the kernel below)
+        if !(tracks(x) || tracks(w) || tracks(b)) && x.dtype() != candle::DType::F64 {
+            return self.inner.forward(x);
+        }
+        if !x.device().is_cpu() {
+            return candle_nn::ops::layer_norm_slow(x, w, b, self.eps() as f32);
+        }
+        let xn = x.contiguous()?.apply_op1(Normalize { eps: self.eps() })?;
+        xn.broadcast_mul(w)?.broadcast_add(b)
+    }
+}
+
+/// Softmax over `[.., N]` rows, with a backward pass.
+struct SoftmaxLast;
+
+fn softmax_rows<T: Real>(src: &[T], dim: usize) -> Vec<T> {
+    let mut out = vec![T::from_f64(0.0); src.len()];
+    out.par_chunks_mut(dim)
+        .zip(src.par_chunks(dim))
+        .for_each(|(o, x)| {
+            let m = x
+                .iter()
+                .map(|v| v.to_f64())
+                .fold(f64::NEG_INFINITY, f64::max);
+            let mut s = 0f64;
+            for (o, &v) in o.iter_mut().zip(x) {
+                let e = (v.to_f64() - m).exp();
+                s += e;
+                *o = T::from_f64(e);
+            }
+            for o in o.iter_mut() {
+                *o = T::from_f64(o.to_f64() / s);
+            }
+        });
+    out
+}
+
+impl CustomOp1 for SoftmaxLast {
+    fn name(&self) -> &'static str {
+        "pvt-softmax-last-dim"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let dim = layout.shape().dims().last().copied().unwrap_or(1).max(1);
+        let out = match storage {
+            CpuStorage::F32(v) => {
+                CpuStorage::F32(softmax_rows(contiguous_slice(v, layout, "softmax")?, dim))
+            }
+            CpuStorage::F64(v) => {
+                CpuStorage::F64(softmax_rows(contiguous_slice(v, layout, "softmax")?, dim))
+            }
+            _ => candle::bail!("softmax (training): f32 or f64 only"),
+        };
+        Ok((out, layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle::Result<Option<Tensor>> {
+        // dx = y ⊙ (g − Σ_j g_j y_j)
+        let dot = (grad_res * res)?.sum_keepdim(candle::D::Minus1)?;
+        Ok(Some((res * grad_res.broadcast_sub(&dot)?)?))
+    }
+}
+
+/// Softmax over the last dimension: candle-nn's fused kernel for inference, a kernel with a
+/// backward pass when `xs` tracks gradients.
+pub fn softmax_last_dim(xs: &Tensor) -> candle::Result<Tensor> {
+    if tracks(xs) && xs.device().is_cpu() {
+        xs.contiguous()?.apply_op1(SoftmaxLast)
+    } else if tracks(xs) {
+        candle_nn::ops::softmax(xs, candle::D::Minus1)
+    } else {
+        candle_nn::ops::softmax_last_dim(xs)
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
 // Bilinear resizing
 
 /// The `[out, in]` matrix of 1-D linear interpolation weights that PyTorch's
@@ -288,6 +599,142 @@ mod tests {
             diff > 1e-4,
             "tanh and erf GELU should differ, max diff {diff}"
         );
+        Ok(())
+    }
+
+    /// Largest |autograd − central difference| over every element of `x`, relative to
+    /// max(1, |gradient|), for the scalar `f(x)` (f64).
+    fn fd_error(x: &[f64], shape: &[usize], f: impl Fn(&Tensor) -> Tensor) -> f64 {
+        let dev = Device::Cpu;
+        let v = candle::Var::from_vec(x.to_vec(), shape, &dev).unwrap();
+        let y = f(v.as_tensor());
+        let g = y.backward().unwrap();
+        let g = g
+            .get(v.as_tensor())
+            .expect("a gradient")
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let h = 1e-5;
+        let mut worst = 0f64;
+        for i in 0..x.len() {
+            let eval = |d: f64| {
+                let mut xs = x.to_vec();
+                xs[i] += d;
+                f(&Tensor::from_vec(xs, shape, &dev).unwrap())
+                    .to_scalar::<f64>()
+                    .unwrap()
+            };
+            let num = (eval(h) - eval(-h)) / (2.0 * h);
+            worst = worst.max((num - g[i]).abs() / g[i].abs().max(1.0));
+        }
+        worst
+    }
+
+    fn wave(n: usize, k: f64) -> Vec<f64> {
+        (0..n).map(|i| (i as f64 * k).sin() * 1.7 + 0.1).collect()
+    }
+
+    #[test]
+    fn layer_norm_gradients_match_finite_differences() {
+        let dev = Device::Cpu;
+        let (rows, c) = (3, 5);
+        let x = wave(rows * c, 0.91);
+        let w0 = Tensor::from_vec(wave(c, 0.37), c, &dev).unwrap();
+        let b0 = Tensor::from_vec(wave(c, 1.3), c, &dev).unwrap();
+        // a fixed random projection makes the scalar depend on every output
+        let proj = Tensor::from_vec(wave(rows * c, 2.1), (rows, c), &dev).unwrap();
+        let loss = |y: Tensor| (y * &proj).unwrap().sqr().unwrap().sum_all().unwrap();
+        let e = fd_error(&x, &[rows, c], |x| {
+            loss(
+                LayerNorm::new(w0.clone(), b0.clone(), 1e-5)
+                    .forward(x)
+                    .unwrap(),
+            )
+        });
+        assert!(e < 1e-7, "input gradient error {e:e}");
+        let xt = Tensor::from_vec(x.clone(), (rows, c), &dev).unwrap();
+        let e = fd_error(&wave(c, 0.37), &[c], |w| {
+            loss(
+                LayerNorm::new(w.clone(), b0.clone(), 1e-5)
+                    .forward(&xt)
+                    .unwrap(),
+            )
+        });
+        assert!(e < 1e-7, "weight gradient error {e:e}");
+        let e = fd_error(&wave(c, 1.3), &[c], |b| {
+            loss(
+                LayerNorm::new(w0.clone(), b.clone(), 1e-5)
+                    .forward(&xt)
+                    .unwrap(),
+            )
+        });
+        assert!(e < 1e-7, "bias gradient error {e:e}");
+    }
+
+    #[test]
+    fn layer_norm_training_kernel_equals_inference_kernel() -> candle::Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 2., (4, 7, 48), &dev)?;
+        let w = Tensor::randn(1f32, 0.1, 48, &dev)?;
+        let b = Tensor::randn(0f32, 0.1, 48, &dev)?;
+        let want = LayerNorm::new(w.clone(), b.clone(), 1e-6).forward(&x)?;
+        let var = candle::Var::from_tensor(&x)?;
+        let got = LayerNorm::new(w, b, 1e-6).forward(var.as_tensor())?;
+        let d = (got - want)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
+        assert!(d < 1e-5, "{d}");
+        Ok(())
+    }
+
+    #[test]
+    fn softmax_gradients_match_finite_differences() -> candle::Result<()> {
+        let dev = Device::Cpu;
+        let (rows, c) = (4, 6);
+        let proj = Tensor::from_vec(wave(rows * c, 2.3), (rows, c), &dev)?;
+        let e = fd_error(&wave(rows * c, 0.77), &[rows, c], |x| {
+            (softmax_last_dim(x).unwrap() * &proj)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+        });
+        assert!(e < 1e-7, "softmax gradient error {e:e}");
+        // the training kernel equals candle-nn's
+        let x = Tensor::randn(0f32, 3., (5, 33), &dev)?;
+        let want = softmax_last_dim(&x)?;
+        let got = softmax_last_dim(candle::Var::from_tensor(&x)?.as_tensor())?;
+        let d = (got - want)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
+        assert!(d < 1e-6, "{d}");
+        Ok(())
+    }
+
+    #[test]
+    fn gelu_gradient_matches_finite_differences_of_exact_gelu() -> candle::Result<()> {
+        // The fast f32 kernel's backward against central differences of the f64 exact GELU.
+        let dev = Device::Cpu;
+        let xs: Vec<f32> = (-60..=60).map(|i| i as f32 * 0.1 + 0.013).collect();
+        let v = candle::Var::new(xs.as_slice(), &dev)?;
+        let g = gelu_erf(v.as_tensor())?.sum_all()?.backward()?;
+        let g = g.get(v.as_tensor()).expect("gradient").to_vec1::<f32>()?;
+        let gelu =
+            |x: f64| 0.5 * x * (1.0 + candle::cpu::erf::erf_f64(x / std::f64::consts::SQRT_2));
+        let mut worst = 0f64;
+        for (&x, &gx) in xs.iter().zip(&g) {
+            let h = 1e-5;
+            let num = (gelu(x as f64 + h) - gelu(x as f64 - h)) / (2.0 * h);
+            worst = worst.max((num - gx as f64).abs());
+        }
+        assert!(worst < 1e-5, "GELU gradient error {worst:e}");
         Ok(())
     }
 
