@@ -134,10 +134,18 @@ impl FpnHeadConfig {
     }
 }
 
-/// conv3×3 (no bias) + BatchNorm folded into one biased conv, then ReLU.
+/// conv3×3 (no bias) + BatchNorm + ReLU: for inference the BatchNorm is folded into one biased
+/// conv; for training the BatchNorm stays a layer (batch statistics in training mode, running
+/// statistics updated with momentum 0.1 as PyTorch's, used in evaluation mode).
 #[derive(Debug, Clone)]
-struct ConvBnRelu {
-    conv: Conv2d,
+enum ConvBnRelu {
+    Folded {
+        conv: Conv2d,
+    },
+    Trainable {
+        conv: Conv2d,
+        bn: candle_nn::BatchNorm,
+    },
 }
 
 impl ConvBnRelu {
@@ -182,13 +190,41 @@ impl ConvBnRelu {
         let dev = w.device();
         let weight = Tensor::from_vec(folded, (cout, cin, 3, 3), dev)?;
         let bias = Tensor::from_vec(bias, cout, dev)?;
-        Ok(Self {
+        Ok(Self::Folded {
             conv: Conv2d::from_tensors(weight, Some(bias), 1, 1)?,
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.conv.forward(x)?.relu()?)
+    /// The unfolded form, for training (e.g. `vb` from a `VarMap`): `conv.weight` and
+    /// `bn.{weight, bias, running_mean, running_var}` under mmseg's names.
+    fn trainable(cin: usize, cout: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let w = vb.get_with_hints(
+            (cout, cin, 3, 3),
+            "conv.weight",
+            candle_nn::init::DEFAULT_KAIMING_NORMAL,
+        )?;
+        let bn = candle_nn::batch_norm(
+            cout,
+            candle_nn::BatchNormConfig {
+                eps,
+                remove_mean: true,
+                affine: true,
+                momentum: 0.1,
+            },
+            vb.pp("bn"),
+        )?;
+        Ok(Self::Trainable {
+            conv: Conv2d::from_tensors(w, None, 1, 1)?,
+            bn,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        use candle::ModuleT;
+        Ok(match self {
+            Self::Folded { conv } => conv.forward(x)?.relu()?,
+            Self::Trainable { conv, bn } => bn.forward_t(&conv.forward(x)?, train)?.relu()?,
+        })
     }
 }
 
@@ -214,6 +250,27 @@ impl FpnHead {
     /// `cfg.in_channels` / `cfg.feature_strides`, reading mmseg-named weights from `vb`
     /// (typically `vb.pp("decode_head")`).
     pub fn new(cfg: FpnHeadConfig, in_spec: &PyramidSpec, vb: VarBuilder) -> Result<Self> {
+        Self::build(cfg, in_spec, vb, false)
+    }
+
+    /// The head for training: the same weights and names, with the BatchNorm layers kept as
+    /// layers ([`Self::forward_t`] with `train = true` normalises with batch statistics and
+    /// updates the running ones). Build it from a `VarMap`-backed `vb` to train; its variables
+    /// save under mmseg's names, which [`Self::new`] loads.
+    pub fn new_trainable(
+        cfg: FpnHeadConfig,
+        in_spec: &PyramidSpec,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        Self::build(cfg, in_spec, vb, true)
+    }
+
+    fn build(
+        cfg: FpnHeadConfig,
+        in_spec: &PyramidSpec,
+        vb: VarBuilder,
+        trainable: bool,
+    ) -> Result<Self> {
         cfg.validate()?;
         let spec_channels: Vec<usize> = in_spec.levels().iter().map(|l| l.channels).collect();
         let spec_strides: Vec<usize> = in_spec.levels().iter().map(|l| l.stride).collect();
@@ -233,25 +290,40 @@ impl FpnHead {
             let units = (0..cfg.head_length(i))
                 .map(|k| {
                     let c = if k == 0 { cin } else { cfg.channels };
-                    ConvBnRelu::new(
-                        c,
-                        cfg.channels,
-                        cfg.bn_eps,
-                        vb.pp(format!("scale_heads.{i}.{}", k * step)),
-                    )
+                    let vb = vb.pp(format!("scale_heads.{i}.{}", k * step));
+                    if trainable {
+                        ConvBnRelu::trainable(c, cfg.channels, cfg.bn_eps, vb)
+                    } else {
+                        ConvBnRelu::new(c, cfg.channels, cfg.bn_eps, vb)
+                    }
                 })
                 .collect::<Result<Vec<_>>>()?;
             scale_heads.push(ScaleHead { units, upsample });
         }
-        let conv_seg = Conv2d::new(
-            cfg.channels,
-            cfg.num_classes,
-            1,
-            1,
-            0,
-            true,
-            vb.pp("conv_seg"),
-        )?;
+        let conv_seg = if trainable {
+            // mmseg's initialisation of a new classifier: N(0, 0.01²), bias 0
+            let seg = vb.pp("conv_seg");
+            let w = seg.get_with_hints(
+                (cfg.num_classes, cfg.channels, 1, 1),
+                "weight",
+                candle_nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.01,
+                },
+            )?;
+            let b = seg.get_with_hints(cfg.num_classes, "bias", candle_nn::Init::Const(0.0))?;
+            Conv2d::from_tensors(w, Some(b), 1, 0)?
+        } else {
+            Conv2d::new(
+                cfg.channels,
+                cfg.num_classes,
+                1,
+                1,
+                0,
+                true,
+                vb.pp("conv_seg"),
+            )?
+        };
         Ok(Self {
             cfg,
             in_spec: in_spec.clone(),
@@ -269,6 +341,12 @@ impl FpnHead {
     /// `[B, num_classes, H_0, W_0]` at the first level's resolution (stride 4 for PVT: for an
     /// input of `H × W` with sides multiples of 32, `[B, K, H/4, W/4]`).
     pub fn forward(&self, feats: &FeaturePyramid) -> Result<Tensor> {
+        self.forward_t(feats, false)
+    }
+
+    /// [`Self::forward`], with the BatchNorm layers of a [`Self::new_trainable`] head in
+    /// training mode when `train` (the folded inference head ignores `train`).
+    pub fn forward_t(&self, feats: &FeaturePyramid, train: bool) -> Result<Tensor> {
         ensure!(
             feats.spec() == &self.in_spec,
             "FPNHead built for {:?}, got {:?}",
@@ -279,7 +357,7 @@ impl FpnHead {
         for (head, x) in self.scale_heads.iter().zip(feats.levels()) {
             let mut y = x.clone();
             for unit in &head.units {
-                y = unit.forward(&y)?;
+                y = unit.forward_t(&y, train)?;
                 if head.upsample {
                     let (_, _, h, w) = y.dims4()?;
                     y = resize_bilinear(&y, (2 * h, 2 * w), self.cfg.grid)?;
@@ -419,7 +497,7 @@ mod tests {
             .broadcast_mul(&r(&gamma)?)?
             .broadcast_add(&r(&beta)?)?
             .relu()?;
-        let got = unit.forward(&x)?;
+        let got = unit.forward_t(&x, false)?;
         let d = (got - &want)?
             .abs()?
             .flatten_all()?
@@ -427,6 +505,153 @@ mod tests {
             .to_scalar::<f32>()?;
         let s = want.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
         assert!(d <= 1e-5 * s, "{d} vs {s}");
+        Ok(())
+    }
+
+    fn small_cfg() -> FpnHeadConfig {
+        FpnHeadConfig {
+            in_channels: vec![4; 4],
+            feature_strides: vec![4, 8, 16, 32],
+            channels: 3,
+            num_classes: 5,
+            grid: PixelGrid::HalfPixel,
+            bn_eps: 1e-5,
+        }
+    }
+
+    fn pyramid(seed: u64) -> Result<FeaturePyramid> {
+        let dev = Device::Cpu;
+        let levels = [(16, 24), (8, 12), (4, 6), (2, 3)]
+            .iter()
+            .enumerate()
+            .map(|(i, &(h, w))| {
+                let n = 4 * h * w;
+                let v: Vec<f32> = (0..n)
+                    .map(|k| {
+                        (((k as u64 + 31 * i as u64 + seed) * 2654435761 % 1000) as f32) / 500.0
+                            - 1.0
+                    })
+                    .collect();
+                Tensor::from_vec(v, (1, 4, h, w), &dev)
+            })
+            .collect::<candle::Result<Vec<_>>>()?;
+        Ok(FeaturePyramid::new(spec(4), levels)?)
+    }
+
+    #[test]
+    fn trainable_head_in_eval_mode_equals_the_folded_head() -> Result<()> {
+        // random weights and BatchNorm statistics through a VarMap, then the same tensors
+        // loaded both ways
+        let vm = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let train = FpnHead::new_trainable(small_cfg(), &spec(4), vb)?;
+        let mut tensors = std::collections::HashMap::new();
+        for (k, v) in vm.data().lock().unwrap().iter() {
+            let t = v.as_tensor().detach();
+            let t = if k.ends_with("running_var") {
+                t.rand_like(0.5, 2.0)?
+            } else if t.sum_all()?.to_scalar::<f32>()? == 0.0 || k.ends_with("bn.weight") {
+                t.randn_like(0.0, 0.5)?
+            } else {
+                t
+            };
+            tensors.insert(k.clone(), t);
+        }
+        let load = || VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
+        let folded = FpnHead::new(small_cfg(), &spec(4), load())?;
+        let unfolded = FpnHead::new_trainable(small_cfg(), &spec(4), load())?;
+        let x = pyramid(3)?;
+        let a = folded.forward(&x)?;
+        let b = unfolded.forward_t(&x, false)?;
+        let d = (&a - &b)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
+        let s = a.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        assert!(d <= 1e-5 * s.max(1.0), "{d} vs {s}");
+        drop(train);
+        Ok(())
+    }
+
+    #[test]
+    fn training_mode_reaches_every_parameter_and_updates_running_stats() -> Result<()> {
+        let vm = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let head = FpnHead::new_trainable(small_cfg(), &spec(4), vb)?;
+        let x = pyramid(7)?;
+        let before: Vec<(String, Tensor)> = vm
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap()))
+            .collect();
+        let y = head.forward_t(&x, true)?;
+        assert_eq!(y.dims(), &[1, 5, 16, 24]);
+        let loss = y.sqr()?.sum_all()?;
+        let grads = loss.backward()?;
+        for (k, v) in vm.data().lock().unwrap().iter() {
+            if k.contains("running_") {
+                continue;
+            }
+            let g = grads
+                .get(v.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for {k}"));
+            let n = g.abs()?.sum_all()?.to_scalar::<f32>()?;
+            assert!(n > 0.0, "zero gradient for {k}");
+        }
+        // the running mean moved toward the batch mean (momentum 0.1)
+        let data = vm.data().lock().unwrap();
+        let moved = before.iter().any(|(k, t)| {
+            k.ends_with("running_mean")
+                && data[k]
+                    .as_tensor()
+                    .ne(t)
+                    .unwrap()
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+                    > 0.0
+        });
+        assert!(moved, "running statistics were not updated");
+        Ok(())
+    }
+
+    #[test]
+    fn resize_gradient_matches_finite_differences() -> Result<()> {
+        let dev = Device::Cpu;
+        let v: Vec<f32> = (0..12).map(|i| ((i * 7) % 5) as f32 * 0.3 - 0.4).collect();
+        let xv = candle::Var::from_vec(v.clone(), (1, 1, 3, 4), &dev)?;
+        let r: Vec<f32> = (0..35).map(|i| ((i * 3) % 11) as f32 * 0.1 - 0.5).collect();
+        let r = Tensor::from_vec(r, (1, 1, 5, 7), &dev)?;
+        let f = |x: &Tensor| -> Result<Tensor> {
+            Ok((resize_bilinear(x, (5, 7), PixelGrid::HalfPixel)? * &r)?.sum_all()?)
+        };
+        let g = f(xv.as_tensor())?.backward()?;
+        let g = g
+            .get(xv.as_tensor())
+            .unwrap()
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let eps = 1e-2f32;
+        for i in 0..12 {
+            let mut p = v.clone();
+            p[i] += eps;
+            let mut m = v.clone();
+            m[i] -= eps;
+            let fp = f(&Tensor::from_vec(p, (1, 1, 3, 4), &dev)?)?.to_scalar::<f32>()?;
+            let fm = f(&Tensor::from_vec(m, (1, 1, 3, 4), &dev)?)?.to_scalar::<f32>()?;
+            let fd = (fp - fm) / (2.0 * eps);
+            assert!(
+                (fd - g[i]).abs() <= 1e-4,
+                "x[{i}]: finite difference {fd}, backward {}",
+                g[i]
+            );
+        }
         Ok(())
     }
 }

@@ -24,8 +24,9 @@
 //! particular sizes (no single order reproduces all cases; ≤ 2.4e-7 relative on the goldens).
 //!
 //! On the CPU with f32 this is a multi-threaded separable kernel (rayon over planes). Other
-//! devices and dtypes use the same weights as two dense interpolation matrices (matmuls), which
-//! gives the same values up to summation order.
+//! devices and dtypes, and inputs that take part in a training graph, use the same weights as two
+//! dense interpolation matrices (matmuls, differentiable), which gives the same values up to
+//! summation order.
 //!
 //! candle's own `Tensor::upsample_bilinear2d` follows the same rule but computes coordinates and
 //! weights in f64 and runs on one thread; its results differ from PyTorch's by float rounding
@@ -134,7 +135,8 @@ pub fn resize_bilinear(
     }
     let ty = taps(h, out_h, grid);
     let tx = taps(w, out_w, grid);
-    if !(x.device().is_cpu() && x.dtype() == DType::F32) {
+    // the matmul form is differentiable: training graphs go through it
+    if x.track_op() || !(x.device().is_cpu() && x.dtype() == DType::F32) {
         return resize_by_matmul(x, &ty, &tx, (h, w));
     }
     let x = x.contiguous()?;
