@@ -33,6 +33,12 @@ pub struct MaxIouAssigner {
     pub match_low_quality: bool,
 }
 
+impl Default for MaxIouAssigner {
+    fn default() -> Self {
+        Self::retinanet()
+    }
+}
+
 impl MaxIouAssigner {
     /// RetinaNet's `train_cfg.assigner`: positive ≥ 0.5, negative < 0.4, `min_pos_iou` 0,
     /// `gt_max_assign_all` and low-quality matching on.

@@ -1,0 +1,162 @@
+//! The loss curve of a run as a PNG, drawn with the `image` crate and pvt-vis' bitmap font
+//! (no font files needed).
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use image::{Rgb, RgbImage};
+use pvt_vis::{put, text};
+
+use crate::trainer::History;
+
+const W: u32 = 800;
+const H: u32 = 500;
+/// Plot area: left, top, right, bottom.
+const PLOT: (i32, i32, i32, i32) = (70, 50, 770, 440);
+const BLACK: Rgb<u8> = Rgb([0, 0, 0]);
+const GRID: Rgb<u8> = Rgb([225, 225, 225]);
+const RAW: Rgb<u8> = Rgb([200, 200, 230]);
+const COLORS: [Rgb<u8>; 3] = [Rgb([31, 119, 180]), Rgb([255, 127, 14]), Rgb([44, 160, 44])];
+
+fn line(img: &mut RgbImage, a: (f64, f64), b: (f64, f64), c: Rgb<u8>, width: i32) {
+    let n = ((b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil() as usize).max(1);
+    for s in 0..=n {
+        let f = s as f64 / n as f64;
+        let (x, y) = (a.0 + (b.0 - a.0) * f, a.1 + (b.1 - a.1) * f);
+        for dy in 0..width {
+            for dx in 0..width {
+                put(img, x.round() as i32 + dx, y.round() as i32 + dy, c);
+            }
+        }
+    }
+}
+
+/// Exponential moving average with the given weight of the past.
+fn ema(v: &[f64], beta: f64) -> Vec<f64> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut acc = 0.0;
+    for (i, &x) in v.iter().enumerate() {
+        acc = beta * acc + (1.0 - beta) * x;
+        out.push(acc / (1.0 - beta.powi(i as i32 + 1)));
+    }
+    out
+}
+
+/// Draws total, classification and box loss per iteration (raw total in light colour, the
+/// three smoothed), with validation AP in the legend, and writes a PNG atomically.
+pub fn plot_losses(history: &History, title: &str, path: &Path) -> Result<()> {
+    let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));
+    let (l, t, r, b) = PLOT;
+    let n = history.iters.len().max(2);
+    let total: Vec<f64> = history.iters.iter().map(|i| i.loss).collect();
+    let cls: Vec<f64> = history.iters.iter().map(|i| i.cls).collect();
+    let bbox: Vec<f64> = history.iters.iter().map(|i| i.bbox).collect();
+    let beta = if total.len() > 200 { 0.98 } else { 0.9 };
+    let ymax = total.iter().copied().fold(0f64, f64::max).max(1e-6) * 1.05;
+    let to_px = |i: usize, y: f64| {
+        (
+            l as f64 + i as f64 / (n - 1) as f64 * (r - l) as f64,
+            b as f64 - (y / ymax).clamp(0.0, 1.0) * (b - t) as f64,
+        )
+    };
+    for k in 0..=10 {
+        let (x, _) = to_px(k * (n - 1) / 10, 0.0);
+        let (_, y) = to_px(0, ymax * k as f64 / 10.0);
+        line(&mut img, (x, t as f64), (x, b as f64), GRID, 1);
+        line(&mut img, (l as f64, y), (r as f64, y), GRID, 1);
+        if k % 2 == 0 {
+            text(
+                &mut img,
+                x as i32 - 12,
+                b + 8,
+                &format!("{}", k * (n - 1) / 10),
+                BLACK,
+                1,
+            );
+            text(
+                &mut img,
+                8,
+                y as i32 - 4,
+                &format!("{:.3}", ymax * k as f64 / 10.0),
+                BLACK,
+                1,
+            );
+        }
+    }
+    for (a, c) in [
+        ((l, t), (l, b)),
+        ((l, b), (r, b)),
+        ((r, t), (r, b)),
+        ((l, t), (r, t)),
+    ] {
+        line(
+            &mut img,
+            (a.0 as f64, a.1 as f64),
+            (c.0 as f64, c.1 as f64),
+            BLACK,
+            1,
+        );
+    }
+    text(&mut img, (l + r) / 2 - 36, b + 28, "iteration", BLACK, 1);
+    text(&mut img, l, 8, title, BLACK, 2);
+    for j in 1..total.len() {
+        line(
+            &mut img,
+            to_px(j - 1, total[j - 1]),
+            to_px(j, total[j]),
+            RAW,
+            1,
+        );
+    }
+    let series = [
+        ("loss", ema(&total, beta)),
+        ("cls (focal)", ema(&cls, beta)),
+        ("bbox (L1)", ema(&bbox, beta)),
+    ];
+    for (s, (label, ys)) in series.iter().enumerate() {
+        for j in 1..ys.len() {
+            line(
+                &mut img,
+                to_px(j - 1, ys[j - 1]),
+                to_px(j, ys[j]),
+                COLORS[s],
+                2,
+            );
+        }
+        let ly = t + 14 + 16 * s as i32;
+        line(
+            &mut img,
+            ((r - 260) as f64, ly as f64 + 3.0),
+            ((r - 230) as f64, ly as f64 + 3.0),
+            COLORS[s],
+            2,
+        );
+        let last = ys.last().copied().unwrap_or(f64::NAN);
+        text(
+            &mut img,
+            r - 222,
+            ly,
+            &format!("{label} {last:.4}"),
+            BLACK,
+            1,
+        );
+    }
+    if let Some(v) = history.val.last() {
+        let ly = t + 14 + 16 * 3;
+        text(
+            &mut img,
+            r - 222,
+            ly,
+            &format!("val AP {:.3} (epoch {})", v.ap, v.epoch),
+            BLACK,
+            1,
+        );
+    }
+    let mut bytes = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .context("encoding the loss curve")?;
+    pvt_data::write_atomic(path, &bytes)
+}

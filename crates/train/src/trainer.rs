@@ -1,0 +1,564 @@
+//! The training loop: configuration, run directory, checkpoints, resume, validation.
+//!
+//! # Run directory
+//!
+//! ```text
+//! RUN/config.json               model + training settings (`pvt detect --config` reads the model part)
+//! RUN/model.safetensors         latest weights, official names (backbone.*, neck.*, bbox_head.*)
+//! RUN/epoch_N.safetensors       weights at the end of epoch N (1-based)
+//! RUN/train_state.safetensors   resume point: `param.*`, AdamW `m.*` / `v.*`, `meta.step`
+//! RUN/history.json              loss per iteration, validation AP per epoch
+//! RUN/loss.png                  the loss curve
+//! ```
+//!
+//! Every file is written to a temporary name and renamed. The resume point is the single file
+//! `train_state.safetensors`; `history.json` is written just before it and is cut back to the
+//! resume step when a run resumes. A run killed at any moment resumes from its last checkpoint
+//! (every `checkpoint_every` iterations and at every epoch end) and, because the data order,
+//! the augmentation and the initialisation are functions of the seed and the step alone (see
+//! [`crate::data`]), ends with the same weights as a run that was never interrupted.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use candle::{DType, Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use pvt_eval::coco::stream::CocoStreamEvaluator;
+use pvt_eval::coco::{CocoGt, IouType};
+use pvt_nn::image::load_rgb;
+use pvt_zoo::{ImageDetector, RetinaNetConfig, RetinaNetDetector, RetinaNetPvt};
+use serde::{Deserialize, Serialize};
+
+use crate::assign::MaxIouAssigner;
+use crate::data::{split_paths, Augment, CocoDetDataset, Loader};
+use crate::losses::FocalLoss;
+use crate::optim::{clip_grad_norm, collect_grads, global_norm, AdamW, AdamWConfig, LrSchedule};
+use crate::params::Params;
+use crate::retinanet::{scalar, RetinaCriterion};
+
+/// How to train (everything but the architecture).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSettings {
+    /// Epochs.
+    pub epochs: usize,
+    /// Images per iteration.
+    pub batch_size: usize,
+    /// Seed of the initialisation, the data order and the augmentation.
+    #[serde(default)]
+    pub seed: u64,
+    /// The optimiser.
+    #[serde(default)]
+    pub optimizer: AdamWConfig,
+    /// The learning-rate schedule.
+    #[serde(default = "LrSchedule::mmdet_1x")]
+    pub schedule: LrSchedule,
+    /// Clip the gradients' global L2 norm to this.
+    #[serde(default)]
+    pub grad_clip: Option<f64>,
+    /// Backbone stages `1..=n` keep their initial values.
+    #[serde(default)]
+    pub frozen_stages: usize,
+    /// The training pipeline.
+    pub augment: Augment,
+    /// `(long, short)` scale of the test resize (validation and `RetinaNetDetector::scale`).
+    pub test_scale: (usize, usize),
+    /// The classification loss.
+    #[serde(default)]
+    pub focal: FocalLoss,
+    /// The anchor assigner.
+    #[serde(default)]
+    pub assigner: MaxIouAssigner,
+    /// Save a resume point every this many iterations (and at every epoch end).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: usize,
+    /// Validate every this many epochs (0: never; the last epoch is always validated when a
+    /// validation split exists and this is not 0).
+    #[serde(default = "one")]
+    pub val_every: usize,
+    /// Shuffle the training images every epoch.
+    #[serde(default = "yes")]
+    pub shuffle: bool,
+}
+
+fn default_checkpoint_every() -> usize {
+    100
+}
+fn one() -> usize {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+impl TrainSettings {
+    /// The PVT detection 1x schedule on COCO: 12 epochs of 2 images, AdamW 1e-4 / 1e-4,
+    /// warm-up 500, ×0.1 after epochs 8 and 11, 1333x800 with flips, no clipping.
+    pub fn mmdet_1x() -> Self {
+        Self {
+            epochs: 12,
+            batch_size: 2,
+            seed: 0,
+            optimizer: AdamWConfig::default(),
+            schedule: LrSchedule::mmdet_1x(),
+            grad_clip: None,
+            frozen_stages: 0,
+            augment: Augment {
+                scale: (1333, 800),
+                ratio_range: None,
+                flip_prob: 0.5,
+            },
+            test_scale: (1333, 800),
+            focal: FocalLoss::default(),
+            assigner: MaxIouAssigner::retinanet(),
+            checkpoint_every: default_checkpoint_every(),
+            val_every: 1,
+            shuffle: true,
+        }
+    }
+}
+
+/// A training configuration: the detector's fields at the top level (so that the file is also a
+/// detector config for `pvt detect --config`) and the settings under `train`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// The architecture.
+    #[serde(flatten)]
+    pub model: RetinaNetConfig,
+    /// How to train it.
+    pub train: TrainSettings,
+}
+
+impl TrainConfig {
+    /// Reads a JSON file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: invalid training config", path.display()))
+    }
+}
+
+/// One logged iteration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IterRecord {
+    /// Iterations done (1-based).
+    pub step: u64,
+    /// Epoch (0-based).
+    pub epoch: usize,
+    /// Total loss.
+    pub loss: f64,
+    /// Focal loss.
+    pub cls: f64,
+    /// L1 box loss.
+    pub bbox: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Positive anchors in the batch.
+    pub num_pos: usize,
+}
+
+/// One validation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValRecord {
+    /// Epochs done (1-based).
+    pub epoch: usize,
+    /// Iterations done.
+    pub step: u64,
+    /// COCO AP @[.5:.95].
+    pub ap: f64,
+    /// AP at IoU 0.5.
+    pub ap50: f64,
+    /// AP at IoU 0.75.
+    pub ap75: f64,
+}
+
+/// Everything logged so far.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// Per iteration.
+    pub iters: Vec<IterRecord>,
+    /// Per validation.
+    pub val: Vec<ValRecord>,
+}
+
+/// A validation split.
+pub struct ValData {
+    /// The images (all of them, with or without boxes).
+    pub dataset: CocoDetDataset,
+    /// The ground truth for COCO AP.
+    pub gt: Arc<CocoGt>,
+}
+
+impl ValData {
+    /// The split `split` of `dir` (see [`CocoDetDataset::from_dir`]).
+    pub fn from_dir(dir: &Path, split: &str) -> Result<Self> {
+        let (ann, imgs) = split_paths(dir, split)?;
+        Ok(Self {
+            dataset: CocoDetDataset::load(&ann, &imgs, false)?,
+            gt: Arc::new(CocoGt::from_file(&ann)?),
+        })
+    }
+}
+
+/// Run-time options that are not part of the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Backbone initialisation (ImageNet checkpoint), used when the run starts (not on resume).
+    pub init: Option<PathBuf>,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// Print a line per epoch and per validation.
+    pub verbose: bool,
+    /// Stop right after this many iterations without saving anything, as a killed process would
+    /// (for tests of resuming).
+    pub crash_after: Option<u64>,
+}
+
+/// What a call to [`train`] did.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    /// Iterations done in total.
+    pub steps: u64,
+    /// The iteration the run resumed from, if it did.
+    pub resumed_from: Option<u64>,
+    /// Whether it stopped early (`crash_after`).
+    pub interrupted: bool,
+    /// The log.
+    pub history: History,
+}
+
+/// File names inside a run directory.
+pub mod files {
+    /// The training configuration.
+    pub const CONFIG: &str = "config.json";
+    /// Latest weights.
+    pub const MODEL: &str = "model.safetensors";
+    /// The resume point.
+    pub const STATE: &str = "train_state.safetensors";
+    /// The log.
+    pub const HISTORY: &str = "history.json";
+    /// The loss curve.
+    pub const LOSS_PNG: &str = "loss.png";
+}
+
+fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+    let mut s = serde_json::to_string_pretty(v)?;
+    s.push('\n');
+    pvt_data::write_atomic(path, s.as_bytes())
+}
+
+fn save_tensors(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<()> {
+    pvt_nn::checkpoint::save_safetensors(tensors, path)
+}
+
+/// The model weights, for `pvt detect` / `pvt infer` (official names).
+pub fn model_tensors(params: &Params) -> Result<BTreeMap<String, Tensor>> {
+    params.snapshot()
+}
+
+/// COCO box AP of `weights` on `val`, at the test scale of `settings`.
+pub fn validate(
+    model: &RetinaNetConfig,
+    weights: &BTreeMap<String, Tensor>,
+    val: &ValData,
+    test_scale: (usize, usize),
+    device: &Device,
+) -> Result<pvt_eval::coco::CocoStats> {
+    let vb = candle_nn::VarBuilder::from_tensors(
+        weights
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        DType::F32,
+        device,
+    );
+    let net = RetinaNetPvt::new(model, vb)?;
+    let mut det = RetinaNetDetector::new(net, device)?;
+    det.scale = test_scale;
+    let mut ev = CocoStreamEvaluator::new(
+        val.gt.clone(),
+        val.dataset.category_map()?,
+        &[IouType::Bbox],
+    )?;
+    for rec in &val.dataset.records {
+        let img = load_rgb(&rec.path)?;
+        let dets = det.detect(&img)?;
+        ev.process(rec.id, &dets)?;
+    }
+    let mut res = ev.finish()?;
+    Ok(res.remove(0).1.stats)
+}
+
+struct State {
+    params: Params,
+    opt: AdamW,
+    step: u64,
+    history: History,
+}
+
+fn save_checkpoint(run: &Path, st: &State, title: &str) -> Result<()> {
+    write_json(&run.join(files::HISTORY), &st.history)?;
+    let mut t = BTreeMap::new();
+    let weights = model_tensors(&st.params)?;
+    for (k, v) in &weights {
+        t.insert(format!("param.{k}"), v.clone());
+    }
+    for (k, v) in st.opt.state_tensors() {
+        t.insert(k, v);
+    }
+    let dev = st.params.device();
+    t.insert("meta.step".into(), Tensor::new(&[st.step as i64], dev)?);
+    t.insert(
+        "meta.adam_step".into(),
+        Tensor::new(&[st.opt.step_count() as i64], dev)?,
+    );
+    save_tensors(&t, &run.join(files::STATE))?;
+    save_tensors(&weights, &run.join(files::MODEL))?;
+    crate::plot::plot_losses(&st.history, title, &run.join(files::LOSS_PNG))
+}
+
+fn load_checkpoint(run: &Path, st: &mut State) -> Result<()> {
+    let path = run.join(files::STATE);
+    let all = candle::safetensors::load(&path, st.params.device())
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let get_i64 = |k: &str| -> Result<u64> {
+        let t = all
+            .get(k)
+            .with_context(|| format!("{}: no {k}", path.display()))?;
+        Ok(t.to_vec1::<i64>()?[0] as u64)
+    };
+    let step = get_i64("meta.step")?;
+    let adam_step = get_i64("meta.adam_step")?;
+    let mut weights = BTreeMap::new();
+    let mut moments = BTreeMap::new();
+    for (k, v) in &all {
+        if let Some(n) = k.strip_prefix("param.") {
+            weights.insert(n.to_string(), v.clone());
+        } else if k.starts_with("m.") || k.starts_with("v.") {
+            moments.insert(k.clone(), v.clone());
+        }
+    }
+    st.params
+        .load(&weights)
+        .with_context(|| format!("{}: weights", path.display()))?;
+    st.opt.load_state(&moments, adam_step)?;
+    st.step = step;
+    let hist_path = run.join(files::HISTORY);
+    st.history = match std::fs::read(&hist_path) {
+        Ok(b) => serde_json::from_slice(&b).with_context(|| format!("{}", hist_path.display()))?,
+        Err(_) => History::default(),
+    };
+    st.history.iters.retain(|r| r.step <= step);
+    st.history.val.retain(|r| r.step <= step);
+    Ok(())
+}
+
+/// Trains `cfg` on `train_data` (validating on `val` at epoch ends), writing into `run`.
+/// When `run` holds a resume point of the same configuration, training continues from it.
+pub fn train(
+    cfg: &TrainConfig,
+    train_data: CocoDetDataset,
+    val: Option<&ValData>,
+    run: &Path,
+    opts: &TrainOptions,
+) -> Result<TrainOutcome> {
+    let s = &cfg.train;
+    ensure!(
+        s.epochs > 0 && s.batch_size > 0,
+        "epochs and batch size must be positive"
+    );
+    ensure!(s.checkpoint_every > 0, "checkpoint_every must be positive");
+    ensure!(
+        train_data.num_classes() == cfg.model.num_classes,
+        "the dataset has {} classes, the model {}",
+        train_data.num_classes(),
+        cfg.model.num_classes
+    );
+    let device = Device::Cpu;
+    std::fs::create_dir_all(run).with_context(|| format!("cannot create {}", run.display()))?;
+    let cfg_path = run.join(files::CONFIG);
+    if cfg_path.exists() {
+        let old = TrainConfig::from_file(&cfg_path)?;
+        if &old != cfg {
+            bail!(
+                "{} holds a run with another configuration; use another --out directory",
+                run.display()
+            );
+        }
+    } else {
+        write_json(&cfg_path, cfg)?;
+    }
+    let mut params = Params::retinanet(&cfg.model, s.seed, &device)?;
+    params.freeze_stages(s.frozen_stages);
+    let mut st = State {
+        params,
+        opt: AdamW::new(s.optimizer),
+        step: 0,
+        history: History::default(),
+    };
+    let mut resumed_from = None;
+    if run.join(files::STATE).exists() {
+        load_checkpoint(run, &mut st)?;
+        resumed_from = Some(st.step);
+        if opts.verbose {
+            eprintln!("resuming {} at iteration {}", run.display(), st.step);
+        }
+    } else if let Some(init) = &opts.init {
+        let msg = st.params.init_backbone(&cfg.model.backbone, init)?;
+        if opts.verbose {
+            eprintln!("{msg}");
+        }
+    }
+    let loader = Loader {
+        dataset: train_data,
+        augment: s.augment,
+        batch_size: s.batch_size,
+        seed: s.seed,
+        shuffle: s.shuffle,
+    };
+    let crit = RetinaCriterion::new(cfg.model.num_classes, s.assigner, s.focal)?;
+    let bpe = loader.batches_per_epoch() as u64;
+    let total = s.epochs as u64 * bpe;
+    let title = format!("RetinaNet-PVT training, {} classes", cfg.model.num_classes);
+    let pb = if opts.progress {
+        let pb = ProgressBar::new(total);
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} {per_sec} ETA {eta} {msg}",
+            )?
+            .progress_chars("=> "),
+        );
+        pb.set_position(st.step);
+        pb.reset_eta();
+        pb
+    } else {
+        ProgressBar::hidden()
+    };
+    let val_due = |epoch_done: usize| {
+        val.is_some()
+            && s.val_every > 0
+            && (epoch_done % s.val_every == 0 || epoch_done == s.epochs)
+    };
+    let run_val = |st: &mut State, epoch_done: usize| -> Result<()> {
+        let Some(v) = val else { return Ok(()) };
+        let t0 = Instant::now();
+        let stats = validate(
+            &cfg.model,
+            &model_tensors(&st.params)?,
+            v,
+            s.test_scale,
+            &device,
+        )?;
+        st.history.val.push(ValRecord {
+            epoch: epoch_done,
+            step: st.step,
+            ap: stats.ap,
+            ap50: stats.ap50,
+            ap75: stats.ap75,
+        });
+        let line = format!(
+            "epoch {epoch_done}: val bbox AP {:.4} AP50 {:.4} AP75 {:.4} ({:.1} s)",
+            stats.ap,
+            stats.ap50,
+            stats.ap75,
+            t0.elapsed().as_secs_f64()
+        );
+        if opts.verbose {
+            pb.suspend(|| eprintln!("{line}"));
+        }
+        write_json(&run.join(files::HISTORY), &st.history)?;
+        crate::plot::plot_losses(&st.history, &title, &run.join(files::LOSS_PNG))
+    };
+    // A run killed during the validation that follows an epoch-end checkpoint redoes it.
+    if st.step > 0 && st.step % bpe == 0 {
+        let done = (st.step / bpe) as usize;
+        if val_due(done) && !st.history.val.iter().any(|r| r.epoch == done) {
+            run_val(&mut st, done)?;
+        }
+    }
+    while st.step < total {
+        let epoch = (st.step / bpe) as usize;
+        let index = (st.step % bpe) as usize;
+        let batch = loader.batch(epoch, index, &device)?;
+        let lr = s.schedule.lr(s.optimizer.lr, epoch, st.step as usize);
+        let model = RetinaNetPvt::new(&cfg.model, st.params.var_builder())?;
+        let (_, out) = model.forward_raw(&batch.images)?;
+        let loss = crit.loss(&out, &batch)?;
+        let grads = loss.total.backward()?;
+        let mut g = collect_grads(&st.params, &grads);
+        drop(grads);
+        let grad_norm = match s.grad_clip {
+            Some(max) => clip_grad_norm(&mut g, max)?,
+            None => global_norm(&g)?,
+        };
+        st.opt.step(&st.params, &g, lr)?;
+        st.step += 1;
+        let rec = IterRecord {
+            step: st.step,
+            epoch,
+            loss: scalar(&loss.total)?,
+            cls: scalar(&loss.cls)?,
+            bbox: scalar(&loss.bbox)?,
+            lr,
+            grad_norm,
+            num_pos: loss.num_pos,
+        };
+        ensure!(
+            rec.loss.is_finite(),
+            "the loss is {} at iteration {} (lr {lr:e}); lower the learning rate or clip the gradients",
+            rec.loss,
+            st.step
+        );
+        pb.set_message(format!(
+            "ep {}/{} loss {:.4} (cls {:.4} box {:.4}) lr {:.2e}",
+            epoch + 1,
+            s.epochs,
+            rec.loss,
+            rec.cls,
+            rec.bbox,
+            lr
+        ));
+        pb.set_position(st.step);
+        st.history.iters.push(rec);
+        if opts.crash_after == Some(st.step) {
+            return Ok(TrainOutcome {
+                steps: st.step,
+                resumed_from,
+                interrupted: true,
+                history: st.history,
+            });
+        }
+        let epoch_end = st.step % bpe == 0;
+        if epoch_end || st.step % s.checkpoint_every as u64 == 0 {
+            save_checkpoint(run, &st, &title)?;
+        }
+        if epoch_end {
+            let done = (st.step / bpe) as usize;
+            save_tensors(
+                &model_tensors(&st.params)?,
+                &run.join(format!("epoch_{done}.safetensors")),
+            )?;
+            if opts.verbose {
+                let n = bpe as usize;
+                let recent = &st.history.iters[st.history.iters.len().saturating_sub(n)..];
+                let mean = recent.iter().map(|r| r.loss).sum::<f64>() / recent.len() as f64;
+                pb.suspend(|| eprintln!("epoch {done}/{}: mean loss {mean:.4}", s.epochs));
+            }
+            if val_due(done) {
+                run_val(&mut st, done)?;
+            }
+        }
+    }
+    pb.finish_and_clear();
+    Ok(TrainOutcome {
+        steps: st.step,
+        resumed_from,
+        interrupted: false,
+        history: st.history,
+    })
+}
