@@ -495,6 +495,9 @@ pub fn resize_token_table(
 pub struct PatchConv {
     /// `[C_out, P·P·C_in]`, inner order `(ky, kx, c_in)` to match channels-last patches.
     weight: Tensor,
+    /// `[C_out, C_in, P, P]` as loaded: when it is a training variable the layout above is
+    /// derived from it at every call (a copy made once would keep the values it was made from).
+    raw: Tensor,
     /// `[C_out]`.
     bias: Tensor,
     patch: usize,
@@ -511,15 +514,19 @@ impl PatchConv {
     ) -> candle::Result<Self> {
         let w = vb.get((out_channels, in_channels, patch, patch), "weight")?;
         let bias = vb.get(out_channels, "bias")?;
-        let weight = w
-            .permute((0, 2, 3, 1))?
-            .reshape((out_channels, patch * patch * in_channels))?;
+        let weight = Self::channels_last(&w)?;
         Ok(Self {
             weight,
+            raw: w,
             bias,
             patch,
             in_channels,
         })
+    }
+
+    fn channels_last(w: &Tensor) -> candle::Result<Tensor> {
+        let (o, c, p, _) = w.dims4()?;
+        w.permute((0, 2, 3, 1))?.reshape((o, p * p * c))
     }
 
     /// The patch size (kernel and stride).
@@ -552,8 +559,13 @@ impl PatchConv {
             .permute((0, 1, 3, 2, 4, 5))?
             .contiguous()?
             .reshape((b, oh * ow, p * p * c))?;
+        let weight = if self.raw.is_variable() {
+            Self::channels_last(&self.raw)?
+        } else {
+            self.weight.clone()
+        };
         let y = patches
-            .broadcast_matmul(&self.weight.t()?)?
+            .broadcast_matmul(&weight.t()?)?
             .broadcast_add(&self.bias)?;
         Ok((y, (oh, ow)))
     }

@@ -6,7 +6,8 @@
 
 use anyhow::{bail, ensure, Result};
 use candle::{Module, Tensor, D};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
+use pvt_nn::ops::LayerNorm;
 use pvt_nn::ops::{gelu_erf, resize_token_table, PatchConv};
 use pvt_nn::{Backbone, FeaturePyramid, LevelSpec, PyramidSpec};
 

@@ -15,8 +15,9 @@
 
 use anyhow::{ensure, Result};
 use candle::{Module, Tensor, D};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 use pvt_nn::dwconv::DepthwiseConv3x3;
+use pvt_nn::ops::LayerNorm;
 use pvt_nn::ops::{gelu_erf, PatchConv};
 use pvt_nn::{Backbone, FeaturePyramid, LevelSpec, PyramidSpec};
 

@@ -247,9 +247,42 @@ impl SemanticFpnPvt {
     /// The decode head's logits for a normalised batch `[B, 3, H, W]` (sides multiples of 32):
     /// `[B, num_classes, H/4, W/4]`.
     pub fn forward_logits(&self, images: &Tensor) -> Result<Tensor> {
+        self.forward_logits_t(images, false)
+    }
+
+    /// [`Self::forward_logits`] with the decode head's BatchNorm layers in training mode when
+    /// `train` (only a [`Self::new_trainable`] model has BatchNorm layers; the loaded model's are
+    /// folded into its convs).
+    pub fn forward_logits_t(&self, images: &Tensor, train: bool) -> Result<Tensor> {
         let feats = self.backbone.forward_pyramid(images)?;
         let p = self.neck.forward(&feats)?;
-        self.head.forward(&p)
+        self.head.forward_t(&p, train)
+    }
+
+    /// The network for training from tensors in `vb` (typically a `VarMap`): like
+    /// [`Self::new`], with the decode head's BatchNorm kept as layers
+    /// (`pvt_semantic_fpn::FpnHead::new_trainable`). Its variables use the checkpoint names
+    /// (`backbone.`, `neck.`, `decode_head.`), so a saved `VarMap` loads with [`Self::load`].
+    pub fn new_trainable(
+        config: &SemanticFpnConfig,
+        vb: candle_nn::VarBuilder,
+        device: &Device,
+    ) -> Result<Self> {
+        let numerics = config.backbone.numerics_or_official();
+        let backbone = PvtDense::new(&config.backbone, numerics, vb.pp("backbone"))?;
+        let neck = Fpn::new(config.fpn(), backbone.output_spec(), vb.pp("neck"))?;
+        let head = FpnHead::new_trainable(
+            config.head(neck.output_spec()),
+            neck.output_spec(),
+            vb.pp("decode_head"),
+        )?;
+        Ok(Self {
+            backbone,
+            neck,
+            head,
+            config: config.clone(),
+            device: device.clone(),
+        })
     }
 
     /// Logits at the network input size, `[B, num_classes, H, W]` (mmseg `EncoderDecoder`
@@ -377,6 +410,86 @@ pub fn seg_map_from_logits(logits: &Tensor) -> Result<SegMap> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A small Semantic FPN (two-block PVT) trained one step from a `VarMap`: every parameter
+    /// receives a gradient, and the saved variables load back through the checkpoint loader
+    /// into a network whose evaluation-mode logits equal the training network's.
+    #[test]
+    fn trainable_network_backpropagates_and_saves_a_loadable_checkpoint() -> Result<()> {
+        use pvt_backbone::StageConfig;
+        let dev = Device::Cpu;
+        let st = |patch_size, embed_dim, num_heads, sr_ratio| StageConfig {
+            patch_size,
+            embed_dim,
+            num_heads,
+            mlp_ratio: 2,
+            sr_ratio,
+            depth: 1,
+        };
+        let config = SemanticFpnConfig {
+            backbone: PvtConfig {
+                stages: [
+                    st(4, 8, 1, 4),
+                    st(2, 8, 1, 2),
+                    st(2, 16, 2, 1),
+                    st(2, 16, 2, 1),
+                ],
+                in_channels: 3,
+                pretrain_img_size: 64,
+                num_classes: 10,
+                qkv_bias: true,
+                numerics: None,
+            },
+            fpn_channels: 8,
+            head_channels: 4,
+            num_classes: 3,
+        };
+        let vm = candle_nn::VarMap::new();
+        let net = SemanticFpnPvt::new_trainable(
+            &config,
+            candle_nn::VarBuilder::from_varmap(&vm, candle::DType::F32, &dev),
+            &dev,
+        )?;
+        // position tables start at zero in a VarMap: give everything non-trivial values
+        for (k, v) in vm.data().lock().unwrap().iter() {
+            if !k.contains("running_") && v.as_tensor().sum_all()?.to_scalar::<f32>()? == 0.0 {
+                v.set(&v.as_tensor().randn_like(0.0, 0.1)?)?;
+            }
+        }
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &dev)?;
+        let y = net.forward_logits_t(&x, true)?;
+        assert_eq!(y.dims(), &[2, 3, 16, 16]);
+        let grads = y.sqr()?.mean_all()?.backward()?;
+        let mut missing = vec![];
+        for (k, v) in vm.data().lock().unwrap().iter() {
+            if k.contains("running_") {
+                continue;
+            }
+            match grads.get(v.as_tensor()) {
+                Some(g) if g.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0 => {}
+                _ => missing.push(k.clone()),
+            }
+        }
+        missing.sort();
+        assert!(missing.is_empty(), "no or zero gradient for {missing:?}");
+        let path = std::env::temp_dir().join(format!(
+            "pvt-semfpn-train-{}.safetensors",
+            std::process::id()
+        ));
+        vm.save(&path)?;
+        let (loaded, _) = SemanticFpnPvt::load(&Checkpoint::load(&path)?, &config, &dev)?;
+        std::fs::remove_file(&path).ok();
+        let a = net.forward_logits_t(&x, false)?;
+        let b = loaded.forward_logits(&x)?;
+        let d = (&a - &b)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
+        let m = a.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        assert!(d <= 1e-4 * m.max(1e-3), "{d} vs {m}");
+        Ok(())
+    }
 
     #[test]
     fn names() {
