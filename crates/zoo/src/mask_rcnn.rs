@@ -77,19 +77,10 @@ impl MaskRcnnConfig {
     /// `mask_rcnn_pvt-t_fpn_1x_coco`) and `mask_rcnn_pvt_v2_b2_fpn_1x_coco` (also
     /// `mask_rcnn_pvtv2_b2_fpn_1x_coco`).
     pub fn from_name(name: &str) -> Option<Self> {
-        let n = name.to_ascii_lowercase();
-        if let Some(v2) = n
-            .strip_prefix("mask_rcnn_pvtv2_")
-            .or_else(|| n.strip_prefix("mask_rcnn_pvt_v2_"))
-            .and_then(|r| r.strip_suffix("_fpn_1x_coco"))
-        {
-            return Some(Self::coco_v2(PvtV2::from_name(&format!("pvt_v2_{v2}"))?));
-        }
-        let size = n
-            .strip_prefix("mask_rcnn_pvt")?
-            .trim_start_matches(['_', '-'])
-            .strip_suffix("_fpn_1x_coco")?;
-        Some(Self::coco(PvtV1::from_name(size)?))
+        Some(Self::with_backbone(BackboneConfig::from_model_name(
+            name,
+            "mask_rcnn",
+        )?))
     }
 
     fn fpn(&self) -> FpnConfig {

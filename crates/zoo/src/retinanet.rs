@@ -41,6 +41,25 @@ impl BackboneConfig {
         }
     }
 
+    /// The backbone of a published detector name `{head}_pvt{size}_fpn_1x_coco`: PVT v1 as
+    /// `{head}_pvt_tiny_…`, `{head}_pvt_t_…`, `{head}-pvt-t_…` (any of `_`/`-` after `pvt`), PVT v2
+    /// as `{head}_pvtv2_b2_…` or `{head}_pvt_v2_b2_li_…`. Case-insensitive.
+    pub fn from_model_name(name: &str, head: &str) -> Option<Self> {
+        let n = name.to_ascii_lowercase();
+        let rest = n.strip_prefix(head)?.strip_prefix('_')?;
+        let body = rest.strip_suffix("_fpn_1x_coco")?;
+        if let Some(v2) = body
+            .strip_prefix("pvtv2_")
+            .or_else(|| body.strip_prefix("pvt_v2_"))
+        {
+            return Some(Self::V2(
+                PvtV2::from_name(&format!("pvt_v2_{v2}"))?.config(),
+            ));
+        }
+        let size = body.strip_prefix("pvt")?.trim_start_matches(['_', '-']);
+        Some(Self::V1(PvtV1::from_name(size)?.config()))
+    }
+
     /// The dense backbone from tensors in `vb` (official names; e.g. `vb.pp("backbone")`).
     pub fn build(&self, vb: candle_nn::VarBuilder) -> Result<AnyDense> {
         Ok(match self {
@@ -92,8 +111,12 @@ pub struct RetinaNetConfig {
 impl RetinaNetConfig {
     /// `retinanet_pvt_{tiny,small,medium,large}_fpn_1x_coco`.
     pub fn coco(variant: PvtV1) -> Self {
+        Self::with_backbone(BackboneConfig::V1(variant.config()))
+    }
+
+    fn with_backbone(backbone: BackboneConfig) -> Self {
         Self {
-            backbone: BackboneConfig::V1(variant.config()),
+            backbone,
             fpn_channels: 256,
             num_classes: 80,
             stacked_convs: 4,
@@ -103,30 +126,16 @@ impl RetinaNetConfig {
     /// `retinanet_pvtv2_b{0..5}_fpn_1x_coco` (mmdetection's model zoo; the neck's input
     /// channels follow the backbone: 32/64/160/256 for b0, 64/128/320/512 for the others).
     pub fn coco_v2(variant: PvtV2) -> Self {
-        Self {
-            backbone: BackboneConfig::V2(variant.config()),
-            fpn_channels: 256,
-            num_classes: 80,
-            stacked_convs: 4,
-        }
+        Self::with_backbone(BackboneConfig::V2(variant.config()))
     }
 
     /// Parses `retinanet_pvt_tiny_fpn_1x_coco` (also `retinanet_pvt-t_fpn_1x_coco`) and
     /// `retinanet_pvtv2_b0_fpn_1x_coco` (also `retinanet_pvt_v2_b2_li_fpn_1x_coco`).
     pub fn from_name(name: &str) -> Option<Self> {
-        let n = name.to_ascii_lowercase();
-        if let Some(v2) = n
-            .strip_prefix("retinanet_pvtv2_")
-            .or_else(|| n.strip_prefix("retinanet_pvt_v2_"))
-            .and_then(|r| r.strip_suffix("_fpn_1x_coco"))
-        {
-            return Some(Self::coco_v2(PvtV2::from_name(&format!("pvt_v2_{v2}"))?));
-        }
-        let size = n
-            .strip_prefix("retinanet_pvt")?
-            .trim_start_matches(['_', '-'])
-            .strip_suffix("_fpn_1x_coco")?;
-        Some(Self::coco(PvtV1::from_name(size)?))
+        Some(Self::with_backbone(BackboneConfig::from_model_name(
+            name,
+            "retinanet",
+        )?))
     }
 
     fn fpn(&self) -> FpnConfig {

@@ -222,14 +222,28 @@ impl SemanticFpnPvt {
         vb: candle_nn::VarBuilder,
         device: &Device,
     ) -> Result<Self> {
+        Self::build(config, vb, device, false)
+    }
+
+    fn build(
+        config: &SemanticFpnConfig,
+        vb: candle_nn::VarBuilder,
+        device: &Device,
+        trainable: bool,
+    ) -> Result<Self> {
         let numerics = config.backbone.numerics_or_official();
         let backbone = PvtDense::new(&config.backbone, numerics, vb.pp("backbone"))?;
         let neck = Fpn::new(config.fpn(), backbone.output_spec(), vb.pp("neck"))?;
-        let head = FpnHead::new(
+        let (cfg, spec, vb) = (
             config.head(neck.output_spec()),
             neck.output_spec(),
             vb.pp("decode_head"),
-        )?;
+        );
+        let head = if trainable {
+            FpnHead::new_trainable(cfg, spec, vb)?
+        } else {
+            FpnHead::new(cfg, spec, vb)?
+        };
         Ok(Self {
             backbone,
             neck,
@@ -268,21 +282,7 @@ impl SemanticFpnPvt {
         vb: candle_nn::VarBuilder,
         device: &Device,
     ) -> Result<Self> {
-        let numerics = config.backbone.numerics_or_official();
-        let backbone = PvtDense::new(&config.backbone, numerics, vb.pp("backbone"))?;
-        let neck = Fpn::new(config.fpn(), backbone.output_spec(), vb.pp("neck"))?;
-        let head = FpnHead::new_trainable(
-            config.head(neck.output_spec()),
-            neck.output_spec(),
-            vb.pp("decode_head"),
-        )?;
-        Ok(Self {
-            backbone,
-            neck,
-            head,
-            config: config.clone(),
-            device: device.clone(),
-        })
+        Self::build(config, vb, device, true)
     }
 
     /// Logits at the network input size, `[B, num_classes, H, W]` (mmseg `EncoderDecoder`
