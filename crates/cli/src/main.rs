@@ -10,6 +10,7 @@ mod detect_cmd;
 mod eval_cmd;
 mod segment_cmd;
 mod synth_cmd;
+mod train_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -61,6 +62,8 @@ enum Cmd {
     Eval(eval_cmd::EvalCmd),
     /// Write the deterministic synthetic shapes dataset (COCO instances, ADE-style labels).
     Synth(synth_cmd::SynthArgs),
+    /// Train or fine-tune RetinaNet-PVT on a COCO-format dataset (resumable; see pvt-train).
+    Train(train_cmd::TrainArgs),
 }
 
 /// mimalloc's `mi_option_purge_delay` (mimalloc.h, v2): milliseconds before freed memory is
@@ -97,6 +100,7 @@ fn main() {
         Cmd::BenchSegment(a) => segment_cmd::bench_segment(a),
         Cmd::Eval(c) => eval_cmd::run(c),
         Cmd::Synth(a) => synth_cmd::synth(a),
+        Cmd::Train(a) => train_cmd::run(a),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");

@@ -1,0 +1,179 @@
+//! `pvt train`: train or fine-tune RetinaNet-PVT on a COCO-format dataset (pvt-train).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use pvt_train::data::{split_paths, CocoDetDataset};
+use pvt_train::params::Params;
+use pvt_train::trainer::{files, train, TrainConfig, TrainOptions, TrainSettings, ValData};
+use pvt_zoo::RetinaNetConfig;
+
+#[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("arch").required(true).multiple(false))]
+pub struct TrainArgs {
+    /// Published architecture (retinanet_pvt_{tiny,small,medium,large}_fpn_1x_coco,
+    /// retinanet_pvtv2_b{0..5}_fpn_1x_coco) with mmdetection's 1x settings; the number of
+    /// classes comes from the dataset.
+    #[arg(long, group = "arch")]
+    model: Option<String>,
+    /// A training config (detector fields plus a `train` section, e.g.
+    /// assets/configs/retinanet_pvt_synth.json), or a plain detector config (1x settings).
+    #[arg(long, value_name = "JSON", group = "arch")]
+    config: Option<PathBuf>,
+    /// Dataset folder: annotations/instances_{split}.json with images in images/{split}/
+    /// (`pvt synth`) or {split}2017/ (COCO).
+    #[arg(long)]
+    data: PathBuf,
+    /// Training split.
+    #[arg(long, default_value = "train")]
+    train_split: String,
+    /// Validation split (COCO box AP at epoch ends); skipped when absent.
+    #[arg(long, default_value = "val")]
+    val_split: String,
+    /// ImageNet (or any PVT backbone) checkpoint to initialise the backbone from.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Override the number of epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Override the images per iteration.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Override the base learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Override the seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run directory (weights, resume point, log, loss curve). A run found there resumes.
+    #[arg(long, default_value = "runs/train")]
+    out: PathBuf,
+    /// No validation.
+    #[arg(long)]
+    no_val: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn resolve(a: &TrainArgs, num_classes: usize) -> Result<TrainConfig> {
+    let mut cfg = if let Some(name) = &a.model {
+        let mut model = RetinaNetConfig::from_name(name).with_context(|| {
+            format!("unknown model `{name}`; expected retinanet_pvt_{{tiny,small,medium,large}}_fpn_1x_coco or retinanet_pvtv2_b{{0..5}}_fpn_1x_coco")
+        })?;
+        model.num_classes = num_classes;
+        TrainConfig {
+            model,
+            train: TrainSettings::mmdet_1x(),
+        }
+    } else {
+        let path = a
+            .config
+            .as_ref()
+            .expect("clap enforces --model or --config");
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: invalid JSON", path.display()))?;
+        let cfg = if v.get("train").is_some() {
+            TrainConfig::from_file(path)?
+        } else {
+            TrainConfig {
+                model: serde_json::from_value(v)
+                    .with_context(|| format!("{}: invalid detector config", path.display()))?,
+                train: TrainSettings::mmdet_1x(),
+            }
+        };
+        if cfg.model.num_classes != num_classes {
+            bail!(
+                "{} has {} classes, the dataset {num_classes}",
+                path.display(),
+                cfg.model.num_classes
+            );
+        }
+        cfg
+    };
+    let t = &mut cfg.train;
+    if let Some(e) = a.epochs {
+        t.epochs = e;
+    }
+    if let Some(b) = a.batch_size {
+        t.batch_size = b;
+    }
+    if let Some(lr) = a.lr {
+        t.optimizer.lr = lr;
+    }
+    if let Some(s) = a.seed {
+        t.seed = s;
+    }
+    Ok(cfg)
+}
+
+pub fn run(a: TrainArgs) -> Result<()> {
+    let data = CocoDetDataset::from_dir(&a.data, &a.train_split, true)?;
+    let cfg = resolve(&a, data.num_classes())?;
+    let val = if a.no_val || split_paths(&a.data, &a.val_split).is_err() {
+        None
+    } else {
+        Some(ValData::from_dir(&a.data, &a.val_split)?)
+    };
+    let (all, trainable) = {
+        let mut p = Params::retinanet(&cfg.model, cfg.train.seed, &candle::Device::Cpu)?;
+        p.freeze_stages(cfg.train.frozen_stages);
+        p.counts()
+    };
+    let bpe = (data.len() / cfg.train.batch_size).max(1);
+    eprintln!(
+        "training RetinaNet-PVT ({} classes, {:.2} M parameters, {:.2} M trained) on {} images ({} iterations/epoch, {} epochs){}",
+        cfg.model.num_classes,
+        all as f64 / 1e6,
+        trainable as f64 / 1e6,
+        data.len(),
+        bpe,
+        cfg.train.epochs,
+        match &val {
+            Some(v) => format!(", validating on {} images", v.dataset.len()),
+            None => String::new(),
+        }
+    );
+    let t0 = Instant::now();
+    let out = train(
+        &cfg,
+        data,
+        val.as_ref(),
+        &a.out,
+        &TrainOptions {
+            init: a.init.clone(),
+            progress: !a.quiet,
+            verbose: true,
+            crash_after: None,
+        },
+    )?;
+    let last = out.history.iters.last();
+    eprintln!(
+        "done: {} iterations{} in {:.0} s; final loss {}",
+        out.steps,
+        out.resumed_from
+            .map(|s| format!(" (resumed at {s})"))
+            .unwrap_or_default(),
+        t0.elapsed().as_secs_f64(),
+        last.map(|r| format!("{:.4}", r.loss)).unwrap_or("-".into())
+    );
+    if let Some(v) = out.history.val.last() {
+        eprintln!(
+            "val bbox AP {:.4} (AP50 {:.4}) after epoch {}",
+            v.ap, v.ap50, v.epoch
+        );
+    }
+    let run = a.out.display();
+    eprintln!(
+        "weights: {run}/{}, loss curve: {run}/{}; detect with: pvt detect --config {run}/{} --weights {run}/{} --image IMG",
+        files::MODEL,
+        files::LOSS_PNG,
+        files::CONFIG,
+        files::MODEL
+    );
+    Ok(())
+}
