@@ -96,9 +96,8 @@ impl Conv2d {
         }
     }
 
-    /// The training path: im2col written with differentiable tensor ops (zero padding, shifted
-    /// views, stride by reshaping) and one matmul, so that gradients reach the input, the weight
-    /// and the bias. candle's own `conv2d` backward derives the transposed convolution's output
+    /// The training path: im2col ([`Im2Col`], whose backward is col2im) and one matmul, so that
+    /// gradients reach the input, the weight and the bias. candle's own `conv2d` backward derives the transposed convolution's output
     /// padding from the height alone and fails on maps whose width and height differ in parity
     /// (RetinaNet's P7 from a 4x5 P6), hence this path.
     fn forward_train(&self, x: &Tensor) -> candle::Result<Tensor> {
@@ -111,27 +110,11 @@ impl Conv2d {
         let cols = if k == 1 && s == 1 && p == 0 {
             x.reshape((b, c, h * w))?
         } else {
-            // s − 1 extra zeros at the end let every tap take a whole `s·ho` window
-            let xp = x
-                .pad_with_zeros(2, p, p + s - 1)?
-                .pad_with_zeros(3, p, p + s - 1)?;
-            let mut taps = Vec::with_capacity(k * k);
-            for ky in 0..k {
-                for kx in 0..k {
-                    let t = xp.narrow(2, ky, s * ho)?.narrow(3, kx, s * wo)?;
-                    let t = if s > 1 {
-                        t.reshape((b, c, ho, s, wo, s))?
-                            .narrow(3, 0, 1)?
-                            .narrow(5, 0, 1)?
-                            .reshape((b, c, ho, wo))?
-                    } else {
-                        t
-                    };
-                    taps.push(t);
-                }
-            }
-            // [B, C, k·k, ho, wo] -> [B, C·k·k, ho·wo], inner order (c, ky, kx) as the weight's
-            Tensor::stack(&taps, 2)?.reshape((b, c * k * k, ho * wo))?
+            x.contiguous()?.apply_op1(Im2Col {
+                k,
+                stride: s,
+                pad: p,
+            })?
         };
         let wm = self.weight.reshape((o, c * k * k))?;
         let y = wm.broadcast_matmul(&cols)?.reshape((b, o, ho, wo))?;
@@ -225,6 +208,168 @@ impl Conv2d {
                 });
         }
         Tensor::from_vec(out, (b, o, ho, wo), x.device())
+    }
+}
+
+/// `[B, C, H, W]` → `[B, C·k·k, Ho·Wo]`, rows in `(c, ky, kx)` order, zero padding `pad`,
+/// stride `stride`; its backward pass is [`Col2Im`].
+struct Im2Col {
+    k: usize,
+    stride: usize,
+    pad: usize,
+}
+
+impl Im2Col {
+    fn out_hw(&self, h: usize, w: usize) -> candle::Result<(usize, usize)> {
+        let (k, s, p) = (self.k, self.stride, self.pad);
+        if h + 2 * p < k || w + 2 * p < k {
+            candle::bail!("input {h}x{w} is smaller than the {k}x{k} kernel")
+        }
+        Ok(((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1))
+    }
+
+    /// For output row `o` of tap offset `t` (ky or kx): the input index, if inside.
+    #[inline(always)]
+    fn src(&self, o: usize, t: usize, len: usize) -> Option<usize> {
+        (o * self.stride + t)
+            .checked_sub(self.pad)
+            .filter(|&i| i < len)
+    }
+
+    fn fwd<T: Copy + Default + Send + Sync>(
+        &self,
+        x: &[T],
+        (b, c, h, w): (usize, usize, usize, usize),
+    ) -> candle::Result<Vec<T>> {
+        let (ho, wo) = self.out_hw(h, w)?;
+        let kk = self.k * self.k;
+        let mut out = vec![T::default(); b * c * kk * ho * wo];
+        out.par_chunks_mut(kk * ho * wo)
+            .zip(x.par_chunks(h * w))
+            .for_each(|(dst, plane)| {
+                for ky in 0..self.k {
+                    for kx in 0..self.k {
+                        let row = &mut dst[(ky * self.k + kx) * ho * wo..][..ho * wo];
+                        for oy in 0..ho {
+                            let Some(iy) = self.src(oy, ky, h) else {
+                                continue;
+                            };
+                            for ox in 0..wo {
+                                if let Some(ix) = self.src(ox, kx, w) {
+                                    row[oy * wo + ox] = plane[iy * w + ix];
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        Ok(out)
+    }
+
+    fn bwd_host<T: Copy + Default + Send + Sync + std::ops::AddAssign>(
+        &self,
+        g: &[T],
+        (b, c, h, w): (usize, usize, usize, usize),
+    ) -> candle::Result<Vec<T>> {
+        let (ho, wo) = self.out_hw(h, w)?;
+        let kk = self.k * self.k;
+        let mut out = vec![T::default(); b * c * h * w];
+        out.par_chunks_mut(h * w)
+            .zip(g.par_chunks(kk * ho * wo))
+            .for_each(|(plane, src)| {
+                for ky in 0..self.k {
+                    for kx in 0..self.k {
+                        let row = &src[(ky * self.k + kx) * ho * wo..][..ho * wo];
+                        for oy in 0..ho {
+                            let Some(iy) = self.src(oy, ky, h) else {
+                                continue;
+                            };
+                            for ox in 0..wo {
+                                if let Some(ix) = self.src(ox, kx, w) {
+                                    plane[iy * w + ix] += row[oy * wo + ox];
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        Ok(out)
+    }
+}
+
+fn host_slice<'a, T>(v: &'a [T], layout: &candle::Layout) -> candle::Result<&'a [T]> {
+    let (a, z) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle::Error::Msg("im2col: input must be contiguous".into()))?;
+    Ok(&v[a..z])
+}
+
+impl candle::CustomOp1 for Im2Col {
+    fn name(&self) -> &'static str {
+        "pvt-im2col"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &candle::Layout,
+    ) -> candle::Result<(CpuStorage, candle::Shape)> {
+        let dims = layout.shape().dims4()?;
+        let (b, c, h, w) = dims;
+        let (ho, wo) = self.out_hw(h, w)?;
+        let shape = candle::Shape::from((b, c * self.k * self.k, ho * wo));
+        let out = match storage {
+            CpuStorage::F32(v) => CpuStorage::F32(self.fwd(host_slice(v, layout)?, dims)?),
+            CpuStorage::F64(v) => CpuStorage::F64(self.fwd(host_slice(v, layout)?, dims)?),
+            _ => candle::bail!("im2col: f32 or f64 only"),
+        };
+        Ok((out, shape))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle::Result<Option<Tensor>> {
+        let g = grad_res.contiguous()?.apply_op1_no_bwd(&Col2Im {
+            op: Im2Col {
+                k: self.k,
+                stride: self.stride,
+                pad: self.pad,
+            },
+            input: arg.dims4()?,
+        })?;
+        Ok(Some(g))
+    }
+}
+
+/// The adjoint of [`Im2Col`]: sums each column entry back onto the input pixel it came from.
+struct Col2Im {
+    op: Im2Col,
+    input: (usize, usize, usize, usize),
+}
+
+impl candle::CustomOp1 for Col2Im {
+    fn name(&self) -> &'static str {
+        "pvt-col2im"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &candle::Layout,
+    ) -> candle::Result<(CpuStorage, candle::Shape)> {
+        let out = match storage {
+            CpuStorage::F32(v) => {
+                CpuStorage::F32(self.op.bwd_host(host_slice(v, layout)?, self.input)?)
+            }
+            CpuStorage::F64(v) => {
+                CpuStorage::F64(self.op.bwd_host(host_slice(v, layout)?, self.input)?)
+            }
+            _ => candle::bail!("col2im: f32 or f64 only"),
+        };
+        Ok((out, candle::Shape::from(self.input)))
     }
 }
 
