@@ -280,6 +280,21 @@ impl RetinaNetDetector {
     }
 }
 
+impl RetinaNetDetector {
+    /// Names the classes (e.g. a dataset's category names); errors unless there is one name
+    /// per class.
+    pub fn with_class_names(mut self, names: Vec<String>) -> Result<Self> {
+        anyhow::ensure!(
+            names.len() == self.model.config.num_classes,
+            "{} class names for a detector of {} classes",
+            names.len(),
+            self.model.config.num_classes
+        );
+        self.class_names = names;
+        Ok(self)
+    }
+}
+
 impl ImageDetector for RetinaNetDetector {
     fn detect(&self, img: &RgbImage) -> Result<Detections> {
         let input = preprocess_det_scale(img, self.scale, &self.device)?;
