@@ -26,6 +26,7 @@ pub struct Params {
     vars: BTreeMap<String, Var>,
     frozen: BTreeSet<String>,
     device: Device,
+    dtype: DType,
 }
 
 fn name_hash(name: &str) -> u64 {
@@ -131,6 +132,27 @@ impl Params {
             vars,
             frozen: BTreeSet::new(),
             device: device.clone(),
+            dtype: DType::F32,
+        })
+    }
+
+    /// The same values as new variables of another dtype (f64 for finite-difference checks).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        let vars = self
+            .vars
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    k.clone(),
+                    Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            vars,
+            frozen: self.frozen.clone(),
+            device: self.device.clone(),
+            dtype,
         })
     }
 
@@ -189,7 +211,7 @@ impl Params {
             vars: Arc::new(self.vars.clone()),
             frozen: Arc::new(self.frozen.clone()),
         };
-        VarBuilder::from_backend(Box::new(backend), DType::F32, self.device.clone())
+        VarBuilder::from_backend(Box::new(backend), self.dtype, self.device.clone())
     }
 
     /// Copies of the current values, detached from any graph (for saving and inference).
@@ -223,7 +245,7 @@ impl Params {
                 t.dims(),
                 v.dims()
             );
-            v.set(&t.to_dtype(DType::F32)?.to_device(&self.device)?)?;
+            v.set(&t.to_dtype(self.dtype)?.to_device(&self.device)?)?;
         }
         Ok(())
     }
