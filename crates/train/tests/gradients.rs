@@ -144,7 +144,8 @@ fn every_parameter_gradient_matches_finite_differences() {
     assert!(e < 5e-3, "worst relative error {e:e} ({name})");
 }
 
-/// The backbone alone: loss = Σ over the four feature maps of a fixed projection.
+/// The backbone alone: loss = Σ over the four feature maps of a fixed projection; every
+/// backbone tensor gets a gradient, every other one is checked.
 #[test]
 fn backbone_gradients_match_finite_differences() {
     let dev = Device::Cpu;
@@ -172,14 +173,22 @@ fn backbone_gradients_match_finite_differences() {
     let grads = f(&params).backward().unwrap();
     let mut worst = (0f64, String::new());
     let mut checked = 0;
-    for (name, var) in params
+    for (i, (name, var)) in params
         .vars()
         .iter()
         .filter(|(k, _)| k.starts_with("backbone."))
+        .enumerate()
     {
         let g = grads
             .get(var.as_tensor())
             .unwrap_or_else(|| panic!("{name} gets no gradient"));
+        assert!(
+            scalar(&g.abs().unwrap().sum_all().unwrap()).unwrap() > 0.0,
+            "{name}: zero gradient"
+        );
+        if i % 2 == 1 {
+            continue;
+        }
         let (gn, num) = directional(var, g, &|| scalar(&f(&params)).unwrap());
         assert!(gn > 0.0, "{name}: zero gradient");
         let err = (num - gn).abs() / gn;
