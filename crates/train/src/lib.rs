@@ -10,6 +10,14 @@
 //! - [`retinanet`]: the RetinaNet loss over a batch (targets, focal loss, L1).
 //! - [`trainer`]: the training loop, run directory, checkpoints and resume, validation AP.
 //! - [`plot`]: the loss curve PNG.
+//!
+//! Gradients: the network is built over [`params::Params`] at every step; the layers that
+//! have fast inference kernels switch to differentiable ones when a tensor tracks gradients
+//! (`pvt_nn::ops::{LayerNorm, softmax_last_dim, upsample_nearest2d}`, `pvt_nn::conv::Conv2d`'s
+//! im2col path), each checked against finite differences in its crate and end to end in
+//! `tests/gradients.rs`.
+#![deny(missing_docs)]
+
 pub mod assign;
 pub mod data;
 pub mod losses;
