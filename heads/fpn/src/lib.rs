@@ -203,7 +203,7 @@ impl Fpn {
         for i in (1..laterals.len()).rev() {
             let (_, _, h, w) = laterals[i - 1].dims4()?;
             // PyTorch `F.interpolate(mode="nearest", size=...)`: src = floor(dst · in / out)
-            let up = laterals[i].upsample_nearest2d(h, w)?;
+            let up = pvt_nn::ops::upsample_nearest2d(&laterals[i], h, w)?;
             laterals[i - 1] = (&laterals[i - 1] + up)?;
         }
         let mut outs = self
