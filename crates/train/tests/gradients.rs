@@ -116,32 +116,12 @@ fn check_detector(select: impl Fn(&str) -> bool, stride: usize) -> (f64, String)
     worst
 }
 
-/// The head and the neck up to the first lateral that is upsampled (see the ignored test).
+/// Every parameter through the whole detector (every third tensor checked).
 #[test]
-fn head_and_neck_gradients_match_finite_differences() {
-    let (e, name) = check_detector(
-        |n| {
-            !n.starts_with("backbone.")
-                && !n.starts_with("neck.lateral_convs.1")
-                && !n.starts_with("neck.lateral_convs.2")
-        },
-        1,
-    );
-    // ~1e-5 where the gradient is large; 1.2e-3 for the P7 conv, whose gradient (4e-5) needs the
-    // largest step
-    assert!(e < 5e-3, "worst relative error {e:e} ({name})");
-}
-
-/// Every parameter through the whole detector. Needs the FPN's top-down pathway on
-/// `pvt_nn::ops::upsample_nearest2d`: candle 0.11's `upsample_nearest2d` backward replaces the
-/// gradient already accumulated for its input (an FPN lateral also feeds its own output conv),
-/// which makes the gradients of `neck.lateral_convs.{1,2}` and of the whole backbone wrong by a
-/// few percent.
-#[test]
-#[ignore = "needs heads/fpn on pvt_nn::ops::upsample_nearest2d"]
-fn every_parameter_gradient_matches_finite_differences() {
-    let (e, name) = check_detector(|_| true, 2);
-    assert!(e < 5e-3, "worst relative error {e:e} ({name})");
+fn detector_gradients_match_finite_differences() {
+    let (e, name) = check_detector(|_| true, 3);
+    // ~1e-5 where the gradient is large; the P6/P7 convs' small gradients need the largest step
+    assert!(e < 1e-3, "worst relative error {e:e} ({name})");
 }
 
 /// The backbone alone: loss = Σ over the four feature maps of a fixed projection; every
