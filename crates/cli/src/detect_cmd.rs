@@ -37,19 +37,33 @@ enum DetectorConfig {
     MaskRcnn(MaskRcnnConfig),
 }
 
+/// The test scale `(long, short)` of a training config (`train.test_scale`, as `pvt train`
+/// writes it), if the JSON has one.
+fn test_scale(v: &serde_json::Value) -> Option<(usize, usize)> {
+    let s = v.get("train")?.get("test_scale")?.as_array()?;
+    Some((s.first()?.as_u64()? as usize, s.get(1)?.as_u64()? as usize))
+}
+
 impl DetectorConfig {
-    fn from_args(m: &ModelArgs) -> Result<Self> {
+    /// The architecture, and the test scale when the config is a training config.
+    fn from_args(m: &ModelArgs) -> Result<(Self, Option<(usize, usize)>)> {
+        let (c, v) = Self::parse(m)?;
+        Ok((c, v.as_ref().and_then(test_scale)))
+    }
+
+    fn parse(m: &ModelArgs) -> Result<(Self, Option<serde_json::Value>)> {
         if let Some(name) = &m.model {
             if let Some(c) = MaskRcnnConfig::from_name(name) {
-                return Ok(Self::MaskRcnn(c));
+                return Ok((Self::MaskRcnn(c), None));
             }
-            return RetinaNetConfig::from_name(name).map(Self::RetinaNet).with_context(|| {
+            let c = RetinaNetConfig::from_name(name).map(Self::RetinaNet).with_context(|| {
                 format!(
                     "unknown model `{name}`; expected retinanet_pvt_{{tiny,small,medium,large}}_fpn_1x_coco, \
                      retinanet_pvtv2_b{{0..5}}_fpn_1x_coco, mask_rcnn_pvt_{{tiny,small,medium,large}}_fpn_1x_coco \
                      or mask_rcnn_pvt_v2_b{{0..5}}_fpn_1x_coco"
                 )
-            });
+            })?;
+            return Ok((c, None));
         }
         let path = m
             .config
@@ -62,7 +76,7 @@ impl DetectorConfig {
         let is_mask = ["fc_channels", "mask_channels", "mask_convs"]
             .iter()
             .any(|k| v.get(k).is_some());
-        Ok(if is_mask {
+        let c = if is_mask {
             Self::MaskRcnn(
                 serde_json::from_str(&text)
                     .with_context(|| format!("{}: invalid Mask R-CNN config", path.display()))?,
@@ -72,24 +86,36 @@ impl DetectorConfig {
                 serde_json::from_str(&text)
                     .with_context(|| format!("{}: invalid detector config", path.display()))?,
             )
-        })
+        };
+        Ok((c, Some(v)))
     }
 }
 
 fn load_detector(m: &ModelArgs, weights: &PathBuf) -> Result<Box<dyn ImageDetector>> {
-    let cfg = DetectorConfig::from_args(m)?;
+    let (cfg, scale) = DetectorConfig::from_args(m)?;
     let dev = Device::Cpu;
     let ckpt = Checkpoint::load(weights)?;
+    if let Some((l, sh)) = scale {
+        eprintln!("test scale {l}x{sh} from the training config");
+    }
     Ok(match cfg {
         DetectorConfig::RetinaNet(cfg) => {
             let (model, info) = RetinaNetPvt::load(&ckpt, &cfg, &dev)?;
             eprintln!("{}: {}", weights.display(), info.summary());
-            Box::new(RetinaNetDetector::new(model, &dev)?)
+            let mut det = RetinaNetDetector::new(model, &dev)?;
+            if let Some(s) = scale {
+                det.scale = s;
+            }
+            Box::new(det)
         }
         DetectorConfig::MaskRcnn(cfg) => {
             let (model, info) = MaskRcnnPvt::load(&ckpt, &cfg, &dev)?;
             eprintln!("{}: {}", weights.display(), info.summary());
-            Box::new(MaskRcnnDetector::new(model, &dev)?)
+            let mut det = MaskRcnnDetector::new(model, &dev)?;
+            if let Some(s) = scale {
+                det.scale = s;
+            }
+            Box::new(det)
         }
     })
 }

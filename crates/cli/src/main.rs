@@ -6,7 +6,6 @@
 
 mod backbone_cmd;
 mod bench_util;
-mod demo_cmd;
 mod detect_cmd;
 mod eval_cmd;
 mod segment_cmd;
@@ -34,8 +33,6 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// The bundled model trained on synthetic shapes, on a bundled picture: detections drawn.
-    Demo(demo_cmd::DemoArgs),
     /// Top-k ImageNet classes of an image (DeiT evaluation preprocessing).
     Classify(backbone_cmd::ClassifyArgs),
     /// Run the dense backbone on an image and write the four feature maps to safetensors.
@@ -89,7 +86,6 @@ fn main() {
     }
     let cli = Cli::parse();
     let res = match cli.cmd {
-        Cmd::Demo(a) => demo_cmd::demo(a),
         Cmd::Classify(a) => backbone_cmd::classify(a),
         Cmd::Features(a) => backbone_cmd::features(a),
         Cmd::Info(a) => backbone_cmd::info(a),
