@@ -489,7 +489,6 @@ fn pvt_v2_backbone_mask_rcnn_loads_and_runs() {
         &Device::Cpu,
     )
     .unwrap();
-    use pvt_nn::Backbone;
     let feats = net
         .backbone
         .forward(&common::formula_input(200, 300))
