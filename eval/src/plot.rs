@@ -9,7 +9,7 @@ use crate::coco::writer::write_atomic;
 use crate::coco::Accumulated;
 use anyhow::{bail, Context, Result};
 use image::{Rgb, RgbImage};
-use pvt_vis::{put, text};
+use pvt_vis::{frame, line, text};
 use std::path::Path;
 
 const W: u32 = 720;
@@ -55,20 +55,7 @@ pub fn plot_pr_curves(acc: &Accumulated, title: &str, path: &Path) -> Result<()>
             text(&mut img, l - 30, y as i32 - 4, &s, BLACK, 1);
         }
     }
-    for (a, c) in [
-        ((l, t), (l, b)),
-        ((l, b), (r, b)),
-        ((r, t), (r, b)),
-        ((l, t), (r, t)),
-    ] {
-        line(
-            &mut img,
-            (a.0 as f64, a.1 as f64),
-            (c.0 as f64, c.1 as f64),
-            BLACK,
-            1,
-        );
-    }
+    frame(&mut img, (l, t), (r, b), BLACK);
     text(&mut img, (l + r) / 2 - 24, b + 28, "recall", BLACK, 1);
     text(&mut img, 8, t - 12, "precision", BLACK, 1);
     text(&mut img, l, 8, title, BLACK, 2);
@@ -112,18 +99,4 @@ pub fn plot_pr_curves(acc: &Accumulated, title: &str, path: &Path) -> Result<()>
     )
     .context("encoding the plot")?;
     write_atomic(path, &bytes)
-}
-
-/// A line of `width` pixels, sampled densely enough to have no gaps.
-fn line(img: &mut RgbImage, a: (f64, f64), b: (f64, f64), c: Rgb<u8>, width: i32) {
-    let n = ((b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil() as usize).max(1);
-    for s in 0..=n {
-        let f = s as f64 / n as f64;
-        let (x, y) = (a.0 + (b.0 - a.0) * f, a.1 + (b.1 - a.1) * f);
-        for dy in 0..width {
-            for dx in 0..width {
-                put(img, x.round() as i32 + dx, y.round() as i32 + dy, c);
-            }
-        }
-    }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use image::{Rgb, RgbImage};
-use pvt_vis::{put, text};
+use pvt_vis::{frame, line, text};
 
 use crate::trainer::History;
 
@@ -17,19 +17,6 @@ const BLACK: Rgb<u8> = Rgb([0, 0, 0]);
 const GRID: Rgb<u8> = Rgb([225, 225, 225]);
 const RAW: Rgb<u8> = Rgb([200, 200, 230]);
 const COLORS: [Rgb<u8>; 3] = [Rgb([31, 119, 180]), Rgb([255, 127, 14]), Rgb([44, 160, 44])];
-
-fn line(img: &mut RgbImage, a: (f64, f64), b: (f64, f64), c: Rgb<u8>, width: i32) {
-    let n = ((b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil() as usize).max(1);
-    for s in 0..=n {
-        let f = s as f64 / n as f64;
-        let (x, y) = (a.0 + (b.0 - a.0) * f, a.1 + (b.1 - a.1) * f);
-        for dy in 0..width {
-            for dx in 0..width {
-                put(img, x.round() as i32 + dx, y.round() as i32 + dy, c);
-            }
-        }
-    }
-}
 
 /// Exponential moving average with the given weight of the past.
 fn ema(v: &[f64], beta: f64) -> Vec<f64> {
@@ -83,20 +70,7 @@ pub fn plot_losses(history: &History, title: &str, path: &Path) -> Result<()> {
             );
         }
     }
-    for (a, c) in [
-        ((l, t), (l, b)),
-        ((l, b), (r, b)),
-        ((r, t), (r, b)),
-        ((l, t), (r, t)),
-    ] {
-        line(
-            &mut img,
-            (a.0 as f64, a.1 as f64),
-            (c.0 as f64, c.1 as f64),
-            BLACK,
-            1,
-        );
-    }
+    frame(&mut img, (l, t), (r, b), BLACK);
     text(&mut img, (l + r) / 2 - 36, b + 28, "iteration", BLACK, 1);
     text(&mut img, l, 8, title, BLACK, 2);
     for j in 1..total.len() {

@@ -58,6 +58,38 @@ pub fn fill_rect(img: &mut RgbImage, x0: i32, y0: i32, x1: i32, y1: i32, c: Rgb<
     }
 }
 
+/// A line of `width` pixels from `a` to `b`, sampled densely enough to have no gaps.
+pub fn line(img: &mut RgbImage, a: (f64, f64), b: (f64, f64), c: Rgb<u8>, width: i32) {
+    let n = ((b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil() as usize).max(1);
+    for s in 0..=n {
+        let f = s as f64 / n as f64;
+        let (x, y) = (a.0 + (b.0 - a.0) * f, a.1 + (b.1 - a.1) * f);
+        for dy in 0..width {
+            for dx in 0..width {
+                put(img, x.round() as i32 + dx, y.round() as i32 + dy, c);
+            }
+        }
+    }
+}
+
+/// The 1-pixel frame of a plot area with corners `(l, t)` and `(r, b)`.
+pub fn frame(img: &mut RgbImage, (l, t): (i32, i32), (r, b): (i32, i32), c: Rgb<u8>) {
+    for (p, q) in [
+        ((l, t), (l, b)),
+        ((l, b), (r, b)),
+        ((r, t), (r, b)),
+        ((l, t), (r, t)),
+    ] {
+        line(
+            img,
+            (p.0 as f64, p.1 as f64),
+            (q.0 as f64, q.1 as f64),
+            c,
+            1,
+        );
+    }
+}
+
 /// A distinct, saturated colour for class `i` (golden-angle hue walk).
 pub fn class_color(i: usize) -> Rgb<u8> {
     let h = (i as f32 * 137.508) % 360.0;
