@@ -62,7 +62,8 @@ enum Cmd {
     Eval(eval_cmd::EvalCmd),
     /// Write the deterministic synthetic shapes dataset (COCO instances, ADE-style labels).
     Synth(synth_cmd::SynthArgs),
-    /// Train or fine-tune RetinaNet-PVT on a COCO-format dataset (resumable; see pvt-train).
+    /// Train or fine-tune RetinaNet-PVT (COCO-format data) or Semantic FPN-PVT (ADE20K-style
+    /// folders), resumable (see pvt-train).
     Train(train_cmd::TrainArgs),
 }
 

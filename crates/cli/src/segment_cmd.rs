@@ -9,6 +9,7 @@ use clap::Args;
 use pvt_eval::ade20k::{ade20k_class_names, save_label_png};
 use pvt_nn::image::load_rgb;
 use pvt_nn::Checkpoint;
+use pvt_train::segmentation::SegTrainConfig;
 use pvt_zoo::semantic_fpn::{
     ade20k_palette, Inference, SegTestConfig, SemanticFpnConfig, SemanticFpnPvt,
 };
@@ -43,9 +44,14 @@ struct Segmenter {
     test: SegTestConfig,
     names: Vec<String>,
     palette: Vec<[u8; 3]>,
+    /// How ground-truth labels are read for mIoU (ADE20K: reduce_zero_label).
+    reduce_zero_label: bool,
 }
 
 fn load_segmenter(c: &SegCommon) -> Result<Segmenter> {
+    let mut test = SegTestConfig::ade20k();
+    let mut reduce_zero_label = true;
+    let mut trained_names = Vec::new();
     let cfg = if let Some(name) = &c.model.model {
         SemanticFpnConfig::from_name(name).with_context(|| {
             format!(
@@ -61,21 +67,34 @@ fn load_segmenter(c: &SegCommon) -> Result<Segmenter> {
             .expect("clap enforces one of --model / --config");
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("{}: invalid segmenter config", path.display()))?
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: invalid JSON", path.display()))?;
+        if v.get("train").is_some() {
+            // a training run's config.json: its test scale, label convention and class names
+            let t = SegTrainConfig::from_file(path)?;
+            test = t.train.test_config();
+            reduce_zero_label = t.train.reduce_zero_label;
+            trained_names = t.train.class_names;
+            t.model
+        } else {
+            serde_json::from_value(v)
+                .with_context(|| format!("{}: invalid segmenter config", path.display()))?
+        }
     };
     let dev = Device::Cpu;
     let ckpt = Checkpoint::load(&c.weights)?;
     let (model, info) = SemanticFpnPvt::load(&ckpt, &cfg, &dev)?;
     eprintln!("{}: {}", c.weights.display(), info.summary());
-    let mut test = SegTestConfig::ade20k();
     if c.slide {
         test.inference = Inference::ADE20K_SLIDE;
     }
-    let (names, palette) = if cfg.num_classes == 150 {
-        (ade20k_class_names(), ade20k_palette())
+    let pal = ade20k_palette();
+    let (names, palette) = if cfg.num_classes == 150 && trained_names.is_empty() {
+        (ade20k_class_names(), pal)
+    } else if trained_names.len() == cfg.num_classes {
+        let palette = (0..cfg.num_classes).map(|i| pal[i % pal.len()]).collect();
+        (trained_names, palette)
     } else {
-        let pal = ade20k_palette();
         (
             (0..cfg.num_classes).map(|i| format!("class {i}")).collect(),
             (0..cfg.num_classes).map(|i| pal[i % pal.len()]).collect(),
@@ -86,6 +105,7 @@ fn load_segmenter(c: &SegCommon) -> Result<Segmenter> {
         test,
         names,
         palette,
+        reduce_zero_label,
     })
 }
 
@@ -141,7 +161,8 @@ pub struct InferSegArgs {
     /// interrupted run resumes.
     #[arg(long)]
     out_dir: PathBuf,
-    /// Ground-truth label folder: evaluate mIoU when done (ADE20K rule: reduce_zero_label).
+    /// Ground-truth label folder: evaluate mIoU when done (reduce_zero_label as ADE20K, unless
+    /// the --config of a training run says otherwise).
     #[arg(long)]
     gt_dir: Option<PathBuf>,
 }
@@ -217,7 +238,7 @@ pub fn infer_seg(a: InferSegArgs) -> Result<()> {
             crate::eval_cmd::Ade20kArgs {
                 gt_dir: gt.clone(),
                 pred_dir: a.out_dir.clone(),
-                reduce_zero_label: true,
+                reduce_zero_label: s.reduce_zero_label,
                 num_classes: s.names.len(),
                 json: false,
                 per_class: false,

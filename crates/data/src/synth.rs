@@ -7,7 +7,8 @@
 //! checkerboard or smooth colour blobs) and `min_objects..=max_objects` shapes of random class,
 //! colour (kept away from the background's colours), shading, rotation, position and size. Sizes
 //! are drawn in COCO's three area ranges (small `< 32²`, medium `32²..96²`, large `> 96²` pixels,
-//! before occlusion and clipping) so that all three AP buckets are populated. Shapes are painted
+//! before occlusion and clipping) so that all three AP buckets are populated, or, with
+//! [`SynthConfig::object_sides`], with a side length `sqrt(area)` uniform in a given range. Shapes are painted
 //! in order, later over earlier: an instance's mask, box and area are those of its **visible**
 //! part. Shapes whose visible part has fewer than `min_area` pixels are removed from the picture
 //! altogether (not only from the annotations), so that every visible shape is annotated and the
@@ -18,7 +19,8 @@
 //!
 //! # Determinism
 //!
-//! Image `i` is a pure function of `(seed, i, size, min_objects, max_objects, min_area)`: its
+//! Image `i` is a pure function of `(seed, i, size, min_objects, max_objects, min_area,
+//! object_sides)`: its
 //! random numbers come from a ChaCha8 stream keyed by the seed and the index (not from a shared
 //! stream), so it is the same whatever the number of images, the split fraction or the thread
 //! schedule. The drawing uses only IEEE-exact operations (`+ - * /`, `sqrt`, `floor`, `round`):
@@ -133,6 +135,9 @@ pub struct SynthConfig {
     pub min_area: u64,
     /// Number of images drawn into `preview.png` (0: no preview).
     pub preview: usize,
+    /// Side length range `(min, max)` in pixels of a shape's target area (`sqrt(area)`, before
+    /// occlusion), drawn uniformly. `None`: COCO-like, small 40%, medium 40%, large 20%.
+    pub object_sides: Option<(f64, f64)>,
 }
 
 impl Default for SynthConfig {
@@ -146,6 +151,7 @@ impl Default for SynthConfig {
             max_objects: 8,
             min_area: 16,
             preview: 8,
+            object_sides: None,
         }
     }
 }
@@ -172,6 +178,11 @@ impl SynthConfig {
         }
         if self.min_area == 0 {
             bail!("min area must be at least 1 pixel");
+        }
+        if let Some((lo, hi)) = self.object_sides {
+            if !(lo.is_finite() && hi.is_finite() && 1.0 <= lo && lo <= hi) {
+                bail!("object sides {lo}..{hi}: need 1 <= min <= max");
+            }
         }
         if self.images > 999_999_999 {
             bail!("at most 999999999 images");
@@ -684,10 +695,13 @@ fn sample_shapes(rng: &mut Rng, cfg: &SynthConfig, bg: &Background) -> Vec<Shape
             let kind = Kind::sample(class, rng);
             // Target area before occlusion: the side length sqrt(area) is uniform within a COCO
             // bucket, small 40%, medium 40%, large 20%.
-            let (lo, hi) = match rng.u01() {
-                t if t < 0.4 => (64.0, SMALL_AREA as f64),
-                t if t < 0.8 => (SMALL_AREA as f64, LARGE_AREA as f64),
-                _ => (LARGE_AREA as f64, 3.5 * LARGE_AREA as f64),
+            let (lo, hi) = match cfg.object_sides {
+                Some((lo, hi)) => (lo * lo, hi * hi),
+                None => match rng.u01() {
+                    t if t < 0.4 => (64.0, SMALL_AREA as f64),
+                    t if t < 0.8 => (SMALL_AREA as f64, LARGE_AREA as f64),
+                    _ => (LARGE_AREA as f64, 3.5 * LARGE_AREA as f64),
+                },
             };
             let hi = hi.min(max_area);
             let lo = lo.min(0.5 * hi);

@@ -1,4 +1,4 @@
-//! Training and fine-tuning of the PVT detectors in Rust (RetinaNet first).
+//! Training and fine-tuning of the PVT detectors and segmenters in Rust (RetinaNet, Semantic FPN).
 //!
 //! - [`assign`]: mmdetection's `MaxIoUAssigner`, anchor valid flags and the RetinaNet targets.
 //! - [`data`]: COCO-format detection datasets, the training pipeline (scale jitter, flip), padded
@@ -8,6 +8,8 @@
 //! - [`params`]: named training variables, mmdetection's initialisation, frozen stages, ImageNet
 //!   backbone initialisation.
 //! - [`retinanet`]: the RetinaNet loss over a batch (targets, focal loss, L1).
+//! - [`segmentation`]: Semantic FPN training: ADE20K-style folders, mmseg's pipeline (resize,
+//!   crop, flip, pad), the pixel cross entropy with ignore index 255, the loop with mIoU.
 //! - [`trainer`]: the training loop, run directory, checkpoints and resume, validation AP.
 //! - [`plot`]: the loss curve PNG.
 //!
@@ -25,4 +27,5 @@ pub mod optim;
 pub mod params;
 pub mod plot;
 pub mod retinanet;
+pub mod segmentation;
 pub mod trainer;

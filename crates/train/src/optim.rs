@@ -180,6 +180,52 @@ impl LrSchedule {
     }
 }
 
+/// mmcv `PolyLrUpdaterHook` by iteration (mmsegmentation's schedules), with optional linear
+/// warm-up: `(lr − min_lr)·(1 − i/max_iters)^power + min_lr`, scaled during the first
+/// `warmup_iters` iterations as in [`LrSchedule`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolySchedule {
+    /// The exponent (0.9 in the PVT Semantic FPN configs).
+    pub power: f64,
+    /// The floor (0 in the PVT configs).
+    #[serde(default)]
+    pub min_lr: f64,
+    /// Iterations of linear warm-up (0: none).
+    #[serde(default)]
+    pub warmup_iters: usize,
+    /// Starting fraction of the warm-up.
+    #[serde(default = "default_warmup_ratio")]
+    pub warmup_ratio: f64,
+}
+
+fn default_warmup_ratio() -> f64 {
+    0.1
+}
+
+impl PolySchedule {
+    /// PVT's Semantic FPN schedule: power 0.9, floor 0, no warm-up.
+    pub fn pvt_seg() -> Self {
+        Self {
+            power: 0.9,
+            min_lr: 0.0,
+            warmup_iters: 0,
+            warmup_ratio: default_warmup_ratio(),
+        }
+    }
+
+    /// The rate at iteration `iter` (0-based) of `max_iters`.
+    pub fn lr(&self, base: f64, iter: usize, max_iters: usize) -> f64 {
+        let frac = 1.0 - iter as f64 / max_iters.max(1) as f64;
+        let regular = (base - self.min_lr) * frac.max(0.0).powf(self.power) + self.min_lr;
+        if iter < self.warmup_iters {
+            let k = (1.0 - iter as f64 / self.warmup_iters as f64) * (1.0 - self.warmup_ratio);
+            regular * (1.0 - k)
+        } else {
+            regular
+        }
+    }
+}
+
 /// The gradients of the trainable parameters, by name (parameters without a gradient are left
 /// out).
 pub fn collect_grads(params: &Params, grads: &GradStore) -> BTreeMap<String, Tensor> {
@@ -218,6 +264,25 @@ pub fn global_norm(grads: &BTreeMap<String, Tensor>) -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn poly_schedule_matches_mmcv() {
+        let p = PolySchedule::pvt_seg();
+        assert_eq!(p.lr(1e-4, 0, 100), 1e-4);
+        // (1 - 50/100)^0.9 = 0.535886731...
+        assert!((p.lr(1e-4, 50, 100) - 1e-4 * 0.5f64.powf(0.9)).abs() < 1e-18);
+        assert_eq!(p.lr(1e-4, 100, 100), 0.0);
+        let w = PolySchedule {
+            min_lr: 1e-6,
+            warmup_iters: 10,
+            warmup_ratio: 0.1,
+            ..p
+        };
+        // warm-up scales the regular rate: at i = 5, 1 - (1 - 0.5)(1 - 0.1) = 0.55
+        let regular = (1e-4 - 1e-6) * (1.0 - 5.0 / 100.0f64).powf(0.9) + 1e-6;
+        assert!((w.lr(1e-4, 5, 100) - 0.55 * regular).abs() < 1e-15);
+        assert_eq!(w.lr(1e-4, 100, 100), 1e-6);
+    }
 
     #[test]
     fn schedule_warms_up_then_steps() {

@@ -15,6 +15,7 @@ use candle::{DType, Device, Shape, Tensor, Var};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{VarBuilder, VarMap};
 use pvt_nn::Checkpoint;
+use pvt_zoo::semantic_fpn::{SemanticFpnConfig, SemanticFpnPvt};
 use pvt_zoo::{BackboneConfig, RetinaNetConfig, RetinaNetPvt};
 use rand_chacha::ChaCha8Rng;
 
@@ -86,6 +87,23 @@ fn init_rule(name: &str, dims: &[usize]) -> Init {
         let (fan_in, fan_out) = (dims[1] * rf, dims[0] * rf);
         return Init::Uniform((6.0 / (fan_in + fan_out) as f64).sqrt());
     }
+    if let Some(rest) = name.strip_prefix("decode_head.") {
+        // mmseg FPNHead: ConvModule convs Kaiming-normal (fan_out, ReLU), BatchNorm 1 / 0 with
+        // running statistics 0 / 1; the classifier `conv_seg` N(0, 0.01²), bias 0
+        if rest.ends_with("running_var") {
+            return Init::Const(1.0);
+        }
+        if is_bias || rest.ends_with("running_mean") || rest.ends_with("num_batches_tracked") {
+            return Init::Const(0.0);
+        }
+        if rest.starts_with("conv_seg.") {
+            return Init::Normal(0.01);
+        }
+        return match dims.len() {
+            4 => Init::Normal((2.0 / (dims[0] * dims[2] * dims[3]) as f64).sqrt()),
+            _ => Init::Const(1.0),
+        };
+    }
     if name == "bbox_head.retina_cls.bias" {
         return Init::Const(-((1.0f64 - 0.01) / 0.01).ln());
     }
@@ -113,6 +131,25 @@ impl Params {
         // Build once on a VarMap to learn every name and shape.
         let vm = VarMap::new();
         RetinaNetPvt::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, device))?;
+        Self::initialised(&vm, seed, device)
+    }
+
+    /// The parameters of a Semantic FPN-PVT for training (decode head with BatchNorm layers,
+    /// whose running statistics are variables too, updated by the forward pass and never by
+    /// the optimiser), initialised as mmsegmentation initialises it, from `seed`.
+    pub fn semantic_fpn(cfg: &SemanticFpnConfig, seed: u64, device: &Device) -> Result<Self> {
+        let vm = VarMap::new();
+        SemanticFpnPvt::new_trainable(
+            cfg,
+            VarBuilder::from_varmap(&vm, DType::F32, device),
+            device,
+        )?;
+        Self::initialised(&vm, seed, device)
+    }
+
+    /// Fresh variables with the names and shapes of `vm`, each drawn by [`init_rule`] from its
+    /// own stream keyed by the seed and its name.
+    fn initialised(vm: &VarMap, seed: u64, device: &Device) -> Result<Self> {
         let shapes: BTreeMap<String, Vec<usize>> = vm
             .data()
             .lock()

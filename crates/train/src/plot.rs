@@ -32,12 +32,35 @@ fn ema(v: &[f64], beta: f64) -> Vec<f64> {
 /// Draws total, classification and box loss per iteration (raw total in light colour, the
 /// three smoothed), with validation AP in the legend, and writes a PNG atomically.
 pub fn plot_losses(history: &History, title: &str, path: &Path) -> Result<()> {
-    let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));
-    let (l, t, r, b) = PLOT;
-    let n = history.iters.len().max(2);
     let total: Vec<f64> = history.iters.iter().map(|i| i.loss).collect();
     let cls: Vec<f64> = history.iters.iter().map(|i| i.cls).collect();
     let bbox: Vec<f64> = history.iters.iter().map(|i| i.bbox).collect();
+    let note = history
+        .val
+        .last()
+        .map(|v| format!("val AP {:.3} (epoch {})", v.ap, v.epoch));
+    plot_curves(
+        title,
+        &total,
+        &[("cls (focal)", cls), ("bbox (L1)", bbox)],
+        note.as_deref(),
+        path,
+    )
+}
+
+/// Draws a total loss per iteration (raw in light colour, smoothed in blue) and up to two
+/// smoothed parts, with an optional legend line (e.g. the last validation), as a PNG written
+/// atomically.
+pub fn plot_curves(
+    title: &str,
+    total: &[f64],
+    parts: &[(&str, Vec<f64>)],
+    note: Option<&str>,
+    path: &Path,
+) -> Result<()> {
+    let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));
+    let (l, t, r, b) = PLOT;
+    let n = total.len().max(2);
     let beta = if total.len() > 200 { 0.98 } else { 0.9 };
     let ymax = total.iter().copied().fold(0f64, f64::max).max(1e-6) * 1.05;
     let to_px = |i: usize, y: f64| {
@@ -82,11 +105,13 @@ pub fn plot_losses(history: &History, title: &str, path: &Path) -> Result<()> {
             1,
         );
     }
-    let series = [
-        ("loss", ema(&total, beta)),
-        ("cls (focal)", ema(&cls, beta)),
-        ("bbox (L1)", ema(&bbox, beta)),
-    ];
+    let mut series = vec![("loss", ema(total, beta))];
+    series.extend(
+        parts
+            .iter()
+            .take(COLORS.len() - 1)
+            .map(|(label, ys)| (*label, ema(ys, beta))),
+    );
     for (s, (label, ys)) in series.iter().enumerate() {
         for j in 1..ys.len() {
             line(
@@ -115,16 +140,9 @@ pub fn plot_losses(history: &History, title: &str, path: &Path) -> Result<()> {
             1,
         );
     }
-    if let Some(v) = history.val.last() {
-        let ly = t + 14 + 16 * 3;
-        text(
-            &mut img,
-            r - 222,
-            ly,
-            &format!("val AP {:.3} (epoch {})", v.ap, v.epoch),
-            BLACK,
-            1,
-        );
+    if let Some(note) = note {
+        let ly = t + 14 + 16 * series.len() as i32;
+        text(&mut img, r - 222, ly, note, BLACK, 1);
     }
     let mut bytes = Vec::new();
     img.write_to(

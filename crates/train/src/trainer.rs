@@ -246,13 +246,13 @@ pub mod files {
     pub const LOSS_PNG: &str = "loss.png";
 }
 
-fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+pub(crate) fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     let mut s = serde_json::to_string_pretty(v)?;
     s.push('\n');
     pvt_data::write_atomic(path, s.as_bytes())
 }
 
-fn save_tensors(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<()> {
+pub(crate) fn save_tensors(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<()> {
     pvt_nn::checkpoint::save_safetensors(tensors, path)
 }
 
@@ -303,28 +303,35 @@ struct State {
 
 fn save_checkpoint(run: &Path, st: &State, title: &str) -> Result<()> {
     write_json(&run.join(files::HISTORY), &st.history)?;
-    let mut t = BTreeMap::new();
-    let weights = model_tensors(&st.params)?;
-    for (k, v) in &weights {
-        t.insert(format!("param.{k}"), v.clone());
-    }
-    for (k, v) in st.opt.state_tensors() {
-        t.insert(k, v);
-    }
-    let dev = st.params.device();
-    t.insert("meta.step".into(), Tensor::new(&[st.step as i64], dev)?);
-    t.insert(
-        "meta.adam_step".into(),
-        Tensor::new(&[st.opt.step_count() as i64], dev)?,
-    );
-    save_tensors(&t, &run.join(files::STATE))?;
-    save_tensors(&weights, &run.join(files::MODEL))?;
+    save_state(run, &st.params, &st.opt, st.step)?;
     crate::plot::plot_losses(&st.history, title, &run.join(files::LOSS_PNG))
 }
 
-fn load_checkpoint(run: &Path, st: &mut State) -> Result<()> {
+/// Writes the resume point (`param.*`, the AdamW moments, the step) and the latest weights of a
+/// run, each atomically.
+pub(crate) fn save_state(run: &Path, params: &Params, opt: &AdamW, step: u64) -> Result<()> {
+    let mut t = BTreeMap::new();
+    let weights = model_tensors(params)?;
+    for (k, v) in &weights {
+        t.insert(format!("param.{k}"), v.clone());
+    }
+    for (k, v) in opt.state_tensors() {
+        t.insert(k, v);
+    }
+    let dev = params.device();
+    t.insert("meta.step".into(), Tensor::new(&[step as i64], dev)?);
+    t.insert(
+        "meta.adam_step".into(),
+        Tensor::new(&[opt.step_count() as i64], dev)?,
+    );
+    save_tensors(&t, &run.join(files::STATE))?;
+    save_tensors(&weights, &run.join(files::MODEL))
+}
+
+/// Reads the resume point written by [`save_state`] into `params` and `opt`; returns the step.
+pub(crate) fn load_state(run: &Path, params: &mut Params, opt: &mut AdamW) -> Result<u64> {
     let path = run.join(files::STATE);
-    let all = candle::safetensors::load(&path, st.params.device())
+    let all = candle::safetensors::load(&path, params.device())
         .with_context(|| format!("cannot read {}", path.display()))?;
     let get_i64 = |k: &str| -> Result<u64> {
         let t = all
@@ -343,19 +350,70 @@ fn load_checkpoint(run: &Path, st: &mut State) -> Result<()> {
             moments.insert(k.clone(), v.clone());
         }
     }
-    st.params
+    params
         .load(&weights)
         .with_context(|| format!("{}: weights", path.display()))?;
-    st.opt.load_state(&moments, adam_step)?;
-    st.step = step;
+    opt.load_state(&moments, adam_step)?;
+    Ok(step)
+}
+
+/// Reads `RUN/history.json` (empty when absent).
+pub(crate) fn read_history<T: Default + serde::de::DeserializeOwned>(run: &Path) -> Result<T> {
     let hist_path = run.join(files::HISTORY);
-    st.history = match std::fs::read(&hist_path) {
-        Ok(b) => serde_json::from_slice(&b).with_context(|| format!("{}", hist_path.display()))?,
-        Err(_) => History::default(),
-    };
+    match std::fs::read(&hist_path) {
+        Ok(b) => serde_json::from_slice(&b).with_context(|| format!("{}", hist_path.display())),
+        Err(_) => Ok(T::default()),
+    }
+}
+
+fn load_checkpoint(run: &Path, st: &mut State) -> Result<()> {
+    let step = load_state(run, &mut st.params, &mut st.opt)?;
+    st.step = step;
+    st.history = read_history(run)?;
     st.history.iters.retain(|r| r.step <= step);
     st.history.val.retain(|r| r.step <= step);
     Ok(())
+}
+
+/// The progress bar of a training run (hidden unless `show`), at `step` of `total`.
+pub(crate) fn progress_bar(show: bool, total: u64, step: u64) -> Result<ProgressBar> {
+    if !show {
+        return Ok(ProgressBar::hidden());
+    }
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} {per_sec} ETA {eta} {msg}",
+        )?
+        .progress_chars("=> "),
+    );
+    pb.set_position(step);
+    pb.reset_eta();
+    Ok(pb)
+}
+
+/// Writes `cfg` as `RUN/config.json`, or checks that the run there has the same configuration.
+pub(crate) fn claim_run_dir<T>(run: &Path, cfg: &T) -> Result<()>
+where
+    T: Serialize + serde::de::DeserializeOwned + PartialEq,
+{
+    std::fs::create_dir_all(run).with_context(|| format!("cannot create {}", run.display()))?;
+    let cfg_path = run.join(files::CONFIG);
+    if cfg_path.exists() {
+        let text = std::fs::read_to_string(&cfg_path)
+            .with_context(|| format!("cannot read {}", cfg_path.display()))?;
+        let old: T = serde_json::from_str(&text)
+            .with_context(|| format!("{}: invalid training config", cfg_path.display()))?;
+        if &old != cfg {
+            bail!(
+                "{} holds a run with another configuration; use another --out directory",
+                run.display()
+            );
+        }
+        Ok(())
+    } else {
+        write_json(&cfg_path, cfg)
+    }
 }
 
 /// Trains `cfg` on `train_data` (validating on `val` at epoch ends), writing into `run`.
@@ -380,19 +438,7 @@ pub fn train(
         cfg.model.num_classes
     );
     let device = Device::Cpu;
-    std::fs::create_dir_all(run).with_context(|| format!("cannot create {}", run.display()))?;
-    let cfg_path = run.join(files::CONFIG);
-    if cfg_path.exists() {
-        let old = TrainConfig::from_file(&cfg_path)?;
-        if &old != cfg {
-            bail!(
-                "{} holds a run with another configuration; use another --out directory",
-                run.display()
-            );
-        }
-    } else {
-        write_json(&cfg_path, cfg)?;
-    }
+    claim_run_dir(run, cfg)?;
     let mut params = Params::retinanet(&cfg.model, s.seed, &device)?;
     params.freeze_stages(s.frozen_stages);
     let mut st = State {
@@ -425,20 +471,7 @@ pub fn train(
     let bpe = loader.batches_per_epoch() as u64;
     let total = s.epochs as u64 * bpe;
     let title = format!("RetinaNet-PVT training, {} classes", cfg.model.num_classes);
-    let pb = if opts.progress {
-        let pb = ProgressBar::new(total);
-        pb.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} {per_sec} ETA {eta} {msg}",
-            )?
-            .progress_chars("=> "),
-        );
-        pb.set_position(st.step);
-        pb.reset_eta();
-        pb
-    } else {
-        ProgressBar::hidden()
-    };
+    let pb = progress_bar(opts.progress, total, st.step)?;
     let val_due = |epoch_done: usize| {
         val.is_some()
             && s.val_every > 0

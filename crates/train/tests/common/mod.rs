@@ -25,6 +25,7 @@ pub fn synth_dataset(
         max_objects: 3,
         min_area: 64,
         preview: 0,
+        object_sides: None,
     };
     generate(&cfg, &dir, &indicatif::ProgressBar::hidden()).unwrap();
     dir
