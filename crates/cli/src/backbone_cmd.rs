@@ -282,11 +282,15 @@ pub struct ConvertArgs {
     /// Input checkpoint (.pth or .safetensors): PVT v1 or v2, bare backbone or whole detector /
     /// segmentor (backbone under `backbone.`; other tensors are copied unchanged).
     input: PathBuf,
-    /// Output .safetensors (f32).
+    /// Output .safetensors.
     output: PathBuf,
     /// Naming of the backbone tensors in the output (default: keep the input's).
     #[arg(long, visible_alias = "to", value_enum)]
     naming: Option<Naming>,
+    /// Floating-point type of the output (integer tensors are kept): f32, f16 (half the size;
+    /// how the demo models are shipped) or bf16.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
+    dtype: String,
 }
 
 pub fn convert(a: ConvertArgs) -> Result<()> {
@@ -297,7 +301,17 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
         );
     }
     let ckpt = Checkpoint::load(&a.input)?;
-    let out = convert_tensors(&ckpt.tensors, a.naming)?;
+    let mut out = convert_tensors(&ckpt.tensors, a.naming)?;
+    let dtype = match a.dtype.as_str() {
+        "f16" => candle::DType::F16,
+        "bf16" => candle::DType::BF16,
+        _ => candle::DType::F32,
+    };
+    for t in out.values_mut() {
+        if t.dtype().is_float() {
+            *t = t.to_dtype(dtype)?;
+        }
+    }
     save_safetensors(&out, &a.output)?;
     println!("wrote {} ({} tensors)", a.output.display(), out.len());
     Ok(())

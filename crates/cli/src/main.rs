@@ -6,6 +6,7 @@
 
 mod backbone_cmd;
 mod bench_util;
+mod demo_cmd;
 mod detect_cmd;
 mod eval_cmd;
 mod segment_cmd;
@@ -33,6 +34,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// The bundled models trained on synthetic shapes, on a bundled held-out picture:
+    /// detections drawn (or, with --segment, the colour map).
+    Demo(demo_cmd::DemoArgs),
     /// Top-k ImageNet classes of an image (DeiT evaluation preprocessing).
     Classify(backbone_cmd::ClassifyArgs),
     /// Run the dense backbone on an image and write the four feature maps to safetensors.
@@ -87,6 +91,7 @@ fn main() {
     }
     let cli = Cli::parse();
     let res = match cli.cmd {
+        Cmd::Demo(a) => demo_cmd::demo(a),
         Cmd::Classify(a) => backbone_cmd::classify(a),
         Cmd::Features(a) => backbone_cmd::features(a),
         Cmd::Info(a) => backbone_cmd::info(a),

@@ -14,7 +14,8 @@ use crate::params::Params;
 pub struct AdamWConfig {
     /// Base learning rate (the schedule scales it).
     pub lr: f64,
-    /// Decoupled weight decay.
+    /// Decoupled weight decay (default 1e-4).
+    #[serde(default = "default_weight_decay")]
     pub weight_decay: f64,
     /// `(β1, β2)`.
     #[serde(default = "default_betas")]
@@ -26,6 +27,10 @@ pub struct AdamWConfig {
 
 fn default_betas() -> (f64, f64) {
     (0.9, 0.999)
+}
+
+fn default_weight_decay() -> f64 {
+    1e-4
 }
 
 fn default_eps() -> f64 {
