@@ -66,6 +66,7 @@ pub mod mask_paste;
 pub mod nms;
 pub mod roi;
 pub mod roi_align;
+pub mod roi_align_grad;
 
 pub use anchors::{AnchorConfig, AnchorGenerator, AnchorScales};
 pub use boxes::{
@@ -83,3 +84,4 @@ pub use nms::{
 };
 pub use roi::{map_roi_level, map_roi_levels};
 pub use roi_align::{multi_level_roi_align, roi_align, RoiLevel};
+pub use roi_align_grad::{LevelShape, RoiAlignPlan, RoiFloat};
