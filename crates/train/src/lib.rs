@@ -4,6 +4,8 @@
 //! - [`data`]: COCO-format detection datasets, the training pipeline (scale jitter, flip), padded
 //!   batches, seeded order.
 //! - [`losses`]: sigmoid focal loss, L1 and smooth L1, as mmdetection sums them.
+//! - [`mask_rcnn`]: the Mask R-CNN losses (RPN, box and mask heads) with mmdetection 2.13's
+//!   assigners and random samplers, ground-truth instance masks, differentiable RoIAlign.
 //! - [`optim`]: AdamW, the step schedule with linear warm-up, gradient clipping.
 //! - [`params`]: named training variables, mmdetection's initialisation, frozen stages, ImageNet
 //!   backbone initialisation.
@@ -23,6 +25,7 @@
 pub mod assign;
 pub mod data;
 pub mod losses;
+pub mod mask_rcnn;
 pub mod optim;
 pub mod params;
 pub mod plot;

@@ -16,7 +16,7 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{VarBuilder, VarMap};
 use pvt_nn::Checkpoint;
 use pvt_zoo::semantic_fpn::{SemanticFpnConfig, SemanticFpnPvt};
-use pvt_zoo::{BackboneConfig, RetinaNetConfig, RetinaNetPvt};
+use pvt_zoo::{BackboneConfig, MaskRcnnConfig, MaskRcnnPvt, RetinaNetConfig, RetinaNetPvt};
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::{keyed_rng, uniform};
@@ -104,6 +104,26 @@ fn init_rule(name: &str, dims: &[usize]) -> Init {
             _ => Init::Const(1.0),
         };
     }
+    if let Some(rest) = name.strip_prefix("roi_head.") {
+        // Mask R-CNN RoI heads (mmdet 2.13): shared fcs Xavier-uniform, `fc_cls` N(0, 0.01²),
+        // `fc_reg` N(0, 0.001²); mask convs, `upsample` and `conv_logits` Kaiming-normal
+        // (fan_out, ReLU: PyTorch's fan_out is dims[0]·k·k for convs and transposed convs);
+        // biases 0. (`rpn_head.` falls through to N(0, 0.01²) below.)
+        if is_bias {
+            return Init::Const(0.0);
+        }
+        if rest.starts_with("bbox_head.fc_cls.") {
+            return Init::Normal(0.01);
+        }
+        if rest.starts_with("bbox_head.fc_reg.") {
+            return Init::Normal(0.001);
+        }
+        return match dims.len() {
+            2 => Init::Uniform((6.0 / (dims[0] + dims[1]) as f64).sqrt()),
+            4 => Init::Normal((2.0 / (dims[0] * dims[2] * dims[3]) as f64).sqrt()),
+            _ => Init::Normal(0.01),
+        };
+    }
     if name == "bbox_head.retina_cls.bias" {
         return Init::Const(-((1.0f64 - 0.01) / 0.01).ln());
     }
@@ -131,6 +151,14 @@ impl Params {
         // Build once on a VarMap to learn every name and shape.
         let vm = VarMap::new();
         RetinaNetPvt::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, device))?;
+        Self::initialised(&vm, seed, device)
+    }
+
+    /// The parameters of a Mask R-CNN-PVT, initialised as mmdetection 2.13 initialises it,
+    /// from `seed`.
+    pub fn mask_rcnn(cfg: &MaskRcnnConfig, seed: u64, device: &Device) -> Result<Self> {
+        let vm = VarMap::new();
+        MaskRcnnPvt::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, device))?;
         Self::initialised(&vm, seed, device)
     }
 
