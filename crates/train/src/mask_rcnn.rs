@@ -375,8 +375,8 @@ impl MaskBatch {
 
 /// mmdet's mask pipeline for one image after [`prepare`]: nearest-neighbour rescale to
 /// `img_shape` (`BitmapMasks.rescale`, OpenCV `INTER_NEAREST`: source index
-/// `min(⌊dst · src / dst_size⌋, src − 1)`), horizontal flip when the image was flipped, zero
-/// padding to `pad_shape` (bottom / right).
+/// `min(⌊x · (1 / (dst_size / src_size))⌋, src_size − 1)`), horizontal flip when the image was
+/// flipped, zero padding to `pad_shape` (bottom / right).
 pub fn prepare_masks(
     masks: &[BitMask],
     img_shape: ImageSize,
@@ -397,9 +397,10 @@ pub fn prepare_masks(
                 s.height,
                 s.width
             );
+            // OpenCV: ifx = 1 / (dst / src), source index floor(x · ifx)
             let (fy, fx) = (
-                s.height as f64 / img_shape.height as f64,
-                s.width as f64 / img_shape.width as f64,
+                1.0 / (img_shape.height as f64 / s.height as f64),
+                1.0 / (img_shape.width as f64 / s.width as f64),
             );
             let src = m.data();
             let mut data = vec![0u8; pad_shape.area()];

@@ -181,6 +181,75 @@ fn mask_rcnn_gradients_match_finite_differences() {
     );
 }
 
+/// The tight box `[x1, y1, x2, y2]` of a mask's foreground.
+fn tight_box(mask: &BitMask) -> [f32; 4] {
+    let s = mask.size();
+    let (mut x1, mut y1, mut x2, mut y2) = (usize::MAX, usize::MAX, 0, 0);
+    for (k, &v) in mask.data().iter().enumerate() {
+        if v != 0 {
+            let (y, x) = (k / s.width, k % s.width);
+            x1 = x1.min(x);
+            y1 = y1.min(y);
+            x2 = x2.max(x + 1);
+            y2 = y2.max(y + 1);
+        }
+    }
+    [x1 as f32, y1 as f32, x2 as f32, y2 as f32]
+}
+
+/// The mask data path follows the images: a 0.75 resize and a flip move the masks with the
+/// boxes (to within the nearest-neighbour rounding), masks are padded to the image's
+/// `pad_shape`, and the batch equals `Loader`'s.
+#[test]
+fn mask_loader_resizes_and_flips_masks_with_the_boxes() {
+    let dir = common::synth_dataset("mask-rcnn-loader", 3, (128, 160), 0.0);
+    let data = CocoDetDataset::from_dir(&dir, "train", true).unwrap();
+    let aug = Augment {
+        scale: (120, 96),
+        ratio_range: None,
+        flip_prob: 1.0,
+    };
+    let loader = MaskLoader::new(data.clone(), aug, 3, 4, true).unwrap();
+    let plain = pvt_train::data::Loader {
+        dataset: data,
+        augment: aug,
+        batch_size: 3,
+        seed: 4,
+        shuffle: true,
+    };
+    let dev = Device::Cpu;
+    let b = loader.batch(1, 0, &dev).unwrap();
+    let p = plain.batch(1, 0, &dev).unwrap();
+    assert_eq!(b.batch.image_ids, p.image_ids);
+    assert_eq!(b.batch.boxes, p.boxes);
+    let d = (&b.batch.images - &p.images)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert_eq!(d, 0.0);
+    let mut n = 0;
+    for (i, (m, bx)) in b.masks.iter().zip(&b.batch.boxes).enumerate() {
+        assert_eq!(b.batch.img_shapes[i], ImageSize::new(96, 120));
+        for (mask, bb) in m.iter().zip(bx) {
+            assert_eq!(mask.size(), ImageSize::new(96, 128));
+            let t = tight_box(mask);
+            for k in 0..4 {
+                assert!(
+                    (t[k] - bb[k]).abs() <= 1.5,
+                    "image {i}: mask box {t:?}, box {bb:?}"
+                );
+            }
+            n += 1;
+        }
+    }
+    assert!(n >= 6);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Two synthetic 128x128 images with their masks from the COCO file: AdamW on the whole loss
 /// (samplers keyed by the step) brings the loss down at least 3x.
 #[test]
@@ -195,22 +264,7 @@ fn mask_rcnn_overfits_two_images() {
         assert_eq!(m.len(), bx.len());
         for (mask, bb) in m.iter().zip(bx) {
             // the synthetic box is the tight box of the visible mask
-            let s = mask.size();
-            let (mut x1, mut y1, mut x2, mut y2) = (usize::MAX, usize::MAX, 0, 0);
-            for (k, &v) in mask.data().iter().enumerate() {
-                if v != 0 {
-                    let (y, x) = (k / s.width, k % s.width);
-                    x1 = x1.min(x);
-                    y1 = y1.min(y);
-                    x2 = x2.max(x + 1);
-                    y2 = y2.max(y + 1);
-                }
-            }
-            assert_eq!(
-                [x1 as f32, y1 as f32, x2 as f32, y2 as f32],
-                *bb,
-                "image {i}"
-            );
+            assert_eq!(tight_box(mask), *bb, "image {i}");
         }
     }
     let mut cfg = mini_config();
