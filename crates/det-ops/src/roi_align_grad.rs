@@ -8,10 +8,11 @@
 //! level of each RoI (`SingleRoIExtractor`, finest scale 56), and for each output bin the
 //! `grid_h · grid_w` samples with their four flat positions and weights — and then serves both
 //! directions, in f32 or f64. The geometry follows mmcv's kernels exactly as
-//! [`crate::roi_align`] documents them (aligned, adaptive sampling, `−1 … H` range, clamping,
-//! weights in f32); the forward sums `w1·v1 + w2·v2 + w3·v3 + w4·v4` per sample in bin order
-//! and divides by `max(count, 1)`, so the f32 forward is bit-identical to the inference path
-//! (tested below on RoIs at every level, across the borders and outside the map).
+//! [`crate::roi_align`](mod@crate::roi_align) documents them (aligned, adaptive sampling,
+//! `−1 … H` range, clamping, weights in f32); the forward sums `w1·v1 + w2·v2 + w3·v3 + w4·v4`
+//! per sample in bin order and divides by `max(count, 1)`, so the f32 forward is bit-identical
+//! to the inference path (tested below on RoIs at every level, across the borders and outside
+//! the map).
 //!
 //! Backward, for output gradient `g[n, c, ph, pw]` of a RoI on level `l` of image `b`:
 //! `grad_l[b, c, pos_k] += w_k · g / count` for every sample's four taps `(pos_k, w_k)` —
@@ -90,7 +91,8 @@ pub struct RoiAlignPlan {
     taps: Vec<Tap>,
 }
 
-/// mmcv's `bilinear_interpolate` pre-calculation for one sample (see [`crate::roi_align`]).
+/// mmcv's `bilinear_interpolate` pre-calculation for one sample (see
+/// [`crate::roi_align`](mod@crate::roi_align)).
 fn tap(height: usize, width: usize, y: f32, x: f32) -> Tap {
     if !(y >= -1.0 && y <= height as f32 && x >= -1.0 && x <= width as f32) {
         return Tap::default();

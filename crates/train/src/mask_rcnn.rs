@@ -6,7 +6,7 @@
 //! # What is computed, per batch (mmdet `TwoStageDetector.forward_train`)
 //!
 //! 1. **RPN** (`RPNHead` = `AnchorHead.loss` with `sampling=True`): anchors of P2–P6 (scales
-//!    [8], ratios [0.5, 1, 2]); per image, the anchors inside the image's padded shape
+//!    `[8]`, ratios `[0.5, 1, 2]`); per image, the anchors inside the image's padded shape
 //!    (`allowed_border = −1`: the valid flags) are assigned by [`MaxIouAssigner::rpn`]
 //!    (positive ≥ 0.7, negative < 0.3, low-quality matches ≥ 0.3) and sampled by
 //!    [`RandomSampler::rpn`] (256, half positive at most, `add_gt_as_proposals` off).
