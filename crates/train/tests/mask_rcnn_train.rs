@@ -181,6 +181,57 @@ fn mask_rcnn_gradients_match_finite_differences() {
     );
 }
 
+/// Images without objects: every anchor and RoI sampled is negative, the box and mask terms
+/// are zero (still connected to the graph), everything stays finite; the loss is a pure
+/// function of (parameters, batch, seed, step).
+#[test]
+fn empty_images_and_determinism() {
+    let dev = Device::Cpu;
+    let cfg = mini_config();
+    let params = Params::mask_rcnn(&cfg, 3, &dev).unwrap();
+    let model = MaskRcnnPvt::new(&cfg, params.var_builder()).unwrap();
+    let crit = MaskRcnnCriterion::new(cfg.num_classes, MaskRcnnTrainConfig::default(), 9).unwrap();
+    let mut b = batch(&dev);
+    b.batch.images = b.batch.images.to_dtype(DType::F32).unwrap();
+    let l1 = crit.loss(&model, &b, 3).unwrap();
+    let l2 = crit.loss(&model, &b, 3).unwrap();
+    let l3 = crit.loss(&model, &b, 4).unwrap();
+    let v = |t: &Tensor| scalar(t).unwrap();
+    assert_eq!(v(&l1.total), v(&l2.total));
+    assert_ne!(v(&l1.total), v(&l3.total), "another step, another sample");
+    // image 1 without objects
+    b.batch.boxes[1].clear();
+    b.batch.labels[1].clear();
+    b.masks[1].clear();
+    let l = crit.loss(&model, &b, 0).unwrap();
+    assert!(l.num_pos_rois > 0 && v(&l.total).is_finite());
+    // no objects at all
+    b.batch.boxes[0].clear();
+    b.batch.labels[0].clear();
+    b.masks[0].clear();
+    let l = crit.loss(&model, &b, 0).unwrap();
+    assert_eq!((l.num_rpn_pos, l.num_pos_rois), (0, 0));
+    assert_eq!(l.num_rois, 1024);
+    for t in [&l.rpn_bbox, &l.bbox, &l.mask] {
+        assert_eq!(v(t), 0.0);
+    }
+    assert!(v(&l.rpn_cls) > 0.0 && v(&l.cls) > 0.0);
+    let g = l.total.backward().unwrap();
+    let w = params.vars()["roi_head.bbox_head.fc_cls.weight"].as_tensor();
+    assert!(v(&g.get(w).unwrap().abs().unwrap().sum_all().unwrap()) > 0.0);
+    // a label out of range and a missing mask are errors naming the counts
+    let mut b = batch(&dev);
+    b.batch.images = b.batch.images.to_dtype(DType::F32).unwrap();
+    b.batch.labels[0][0] = 8;
+    let err = crit.loss(&model, &b, 0).unwrap_err().to_string();
+    assert!(err.contains("label 8"), "{err}");
+    let mut b = batch(&dev);
+    b.batch.images = b.batch.images.to_dtype(DType::F32).unwrap();
+    b.masks[1].pop();
+    let err = crit.loss(&model, &b, 0).unwrap_err().to_string();
+    assert!(err.contains("2 boxes, 2 labels, 1 masks"), "{err}");
+}
+
 /// The tight box `[x1, y1, x2, y2]` of a mask's foreground.
 fn tight_box(mask: &BitMask) -> [f32; 4] {
     let s = mask.size();
