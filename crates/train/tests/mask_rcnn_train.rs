@@ -232,6 +232,62 @@ fn empty_images_and_determinism() {
     assert!(err.contains("2 boxes, 2 labels, 1 masks"), "{err}");
 }
 
+/// `Params::mask_rcnn` initialises the heads as mmdetection 2.13: RPN N(0, 0.01²), shared fcs
+/// Xavier-uniform, `fc_cls` N(0, 0.01²), `fc_reg` N(0, 0.001²), mask convs / `upsample` /
+/// `conv_logits` Kaiming-normal (fan_out), biases 0.
+#[test]
+fn mask_rcnn_head_initialisation() {
+    let cfg = mini_config();
+    let params = Params::mask_rcnn(&cfg, 3, &Device::Cpu).unwrap();
+    let stats = |name: &str| -> (f64, f64, usize) {
+        let v = params.vars()[name]
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let n = v.len();
+        let std = (v.iter().map(|x| x * x).sum::<f64>() / n as f64).sqrt();
+        let max = v.iter().fold(0f64, |m, x| m.max(x.abs()));
+        (std, max, n)
+    };
+    let normal = |name: &str, want: f64| {
+        let (std, _, n) = stats(name);
+        let tol = 4.0 * want / (2.0 * n as f64).sqrt() + 1e-12;
+        assert!((std - want).abs() < tol, "{name}: std {std}, want {want}");
+    };
+    normal("rpn_head.rpn_conv.weight", 0.01);
+    normal("rpn_head.rpn_cls.weight", 0.01);
+    normal("roi_head.bbox_head.fc_cls.weight", 0.01);
+    normal("roi_head.bbox_head.fc_reg.weight", 0.001);
+    let c = cfg.mask_channels as f64;
+    normal(
+        "roi_head.mask_head.convs.1.conv.weight",
+        (2.0 / (c * 9.0)).sqrt(),
+    );
+    normal(
+        "roi_head.mask_head.upsample.weight",
+        (2.0 / (c * 4.0)).sqrt(),
+    );
+    normal(
+        "roi_head.mask_head.conv_logits.weight",
+        (2.0 / cfg.num_classes as f64).sqrt(),
+    );
+    let fan_in = cfg.fpn_channels * 49;
+    let bound = (6.0 / (fan_in + cfg.fc_channels) as f64).sqrt();
+    let (_, max, _) = stats("roi_head.bbox_head.shared_fcs.0.weight");
+    assert!(max <= bound && max > 0.95 * bound, "{max} vs {bound}");
+    for name in [
+        "roi_head.bbox_head.fc_reg.bias",
+        "roi_head.mask_head.upsample.bias",
+        "rpn_head.rpn_reg.bias",
+    ] {
+        assert_eq!(stats(name).1, 0.0, "{name}");
+    }
+}
+
 /// The tight box `[x1, y1, x2, y2]` of a mask's foreground.
 fn tight_box(mask: &BitMask) -> [f32; 4] {
     let s = mask.size();
