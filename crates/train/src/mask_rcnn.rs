@@ -308,7 +308,8 @@ pub struct MaskRcnnTrainConfig {
     pub rpn_assigner: MaxIouAssigner,
     /// RPN anchor sampler.
     pub rpn_sampler: RandomSampler,
-    /// Proposals during training (nms_pre 2000, max_per_img 1000, NMS 0.7, min size 0).
+    /// Proposals during training (nms_pre 2000, max_per_img 1000, NMS 0.7 with mmcv's CUDA
+    /// suppression rule, as the reference trained on GPUs, min size 0).
     pub rpn_proposal: RpnProposalConfig,
     /// RoI assigner.
     pub rcnn_assigner: MaxIouAssigner,
