@@ -44,7 +44,7 @@ fn mini_semantic_config(m: &serde_json::Value) -> SemanticFpnConfig {
     backbone.numerics = Some(Numerics::OFFICIAL);
     let n = |k: &str| m["config"]["decode_head"][k].as_u64().unwrap() as usize;
     SemanticFpnConfig {
-        backbone,
+        backbone: pvt_zoo::BackboneConfig::V1(backbone),
         fpn_channels: m["config"]["neck"]["out_channels"].as_u64().unwrap() as usize,
         head_channels: n("channels"),
         num_classes: n("num_classes"),
@@ -56,8 +56,8 @@ fn fixture() -> Fixture {
     let ckpt = Checkpoint::load(asset("fixtures/semantic_fpn/mini_fpn_pvt_f16.pth")).unwrap();
     let (model, info) =
         SemanticFpnPvt::load(&ckpt, &mini_semantic_config(&manifest), &Device::Cpu).unwrap();
-    assert_eq!(info.prefix.as_deref(), Some("backbone."));
-    assert_eq!(info.dropped, vec!["pos_embed4[:, 0] (cls position)"]);
+    assert_eq!(info.prefix(), Some("backbone."));
+    assert_eq!(info.dropped(), ["pos_embed4[:, 0] (cls position)"]);
     let refs = candle::safetensors::load(
         asset("fixtures/semantic_fpn/mini_reference.safetensors"),
         &Device::Cpu,
@@ -236,7 +236,7 @@ fn strict_loading_reports_problems_and_tolerates_auxiliary_heads() {
         .insert("auxiliary_head.convs.0.conv.weight".into(), t);
     let (_, info) = SemanticFpnPvt::load(&ck, &cfg, &Device::Cpu).unwrap();
     assert!(info
-        .dropped
+        .dropped()
         .contains(&"auxiliary_head.convs.0.conv.weight".to_string()));
 
     // num_batches_tracked is optional
@@ -309,7 +309,7 @@ fn full_size_key_names_load_strictly() {
         let cfg = SemanticFpnConfig::from_name(name).unwrap();
         let (_, info) = SemanticFpnPvt::load(&ckpt, &cfg, &Device::Cpu)
             .unwrap_or_else(|e| panic!("{name}: {e:#}"));
-        assert_eq!(info.dropped, vec!["pos_embed4[:, 0] (cls position)"]);
+        assert_eq!(info.dropped(), ["pos_embed4[:, 0] (cls position)"]);
         println!("{name}: {n} tensors, all used");
     }
 }

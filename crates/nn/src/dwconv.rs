@@ -12,12 +12,13 @@
 //! `conv2d(.., padding 1, stride 1, dilation 1, groups C)` up to f32 summation order (tested
 //! below). The fast path is taken on the CPU for f32 when the weights are not training variables;
 //! it is differentiable with respect to the input (the input gradient is the same kernel with the
-//! taps mirrored). Weights that are variables, other devices and other dtypes go through candle's
-//! differentiable grouped `conv2d` (the rule of [`crate::conv`]).
+//! taps mirrored). Weights that are variables (training) on the CPU take the same kernel with the
+//! taps read at run time and a weight gradient of their own; other devices and dtypes go through
+//! candle's differentiable grouped `conv2d` (the rule of [`crate::conv`]).
 
 use std::sync::Arc;
 
-use candle::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+use candle::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
@@ -110,6 +111,19 @@ impl DepthwiseConv3x3 {
                 bias: Some(self.bias_host.clone()),
                 gelu,
             })
+        } else if x.device().is_cpu() && x.dtype() == DType::F32 {
+            // training on the CPU: the same kernel with the taps read from the (variable)
+            // weight at run time, differentiable in the input and the weight; bias and GELU as
+            // separate differentiable ops
+            let z = x
+                .contiguous()?
+                .apply_op2(&self.weight.to_dtype(DType::F32)?, DwTrainOp)?
+                .broadcast_add(&self.bias.to_dtype(DType::F32)?)?;
+            if gelu {
+                crate::ops::gelu_erf(&z)
+            } else {
+                Ok(z)
+            }
         } else if gelu {
             crate::ops::gelu_erf(&self.forward_candle(x)?)
         } else {
@@ -212,6 +226,140 @@ impl CustomOp1 for DwOp {
             gelu: false,
         })?;
         Ok(Some(g))
+    }
+}
+
+fn cpu_f32<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> candle::Result<&'a [f32]> {
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle::Error::Msg(format!("depth-wise conv: {what} must be contiguous")))?;
+    match storage {
+        CpuStorage::F32(v) => Ok(&v[start..end]),
+        _ => Err(candle::Error::Msg(format!(
+            "depth-wise conv: {what} must be f32"
+        ))),
+    }
+}
+
+/// `[C, 1, 3, 3]` weights as tap-major `[9, C]`.
+fn taps_of(w: &[f32], c: usize) -> Vec<f32> {
+    let mut taps = vec![0f32; 9 * c];
+    for ch in 0..c {
+        for t in 0..9 {
+            taps[t * c + ch] = w[ch * 9 + t];
+        }
+    }
+    taps
+}
+
+/// The training form: `(x [B, H, W, C], weight [C, 1, 3, 3]) -> conv(x)` without bias, with
+/// gradients for both (the input's by the mirrored stencil, the weight's as
+/// `∂L/∂w[c, t] = Σ_{b, y, x} ∂L/∂z[b, y, x, c] · x[b, (y, x) + d_t, c]`, rows summed in
+/// parallel).
+struct DwTrainOp;
+
+impl CustomOp2 for DwTrainOp {
+    fn name(&self) -> &'static str {
+        "pvt-depthwise-conv3x3-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let src = cpu_f32(s1, l1, "input")?;
+        let w = cpu_f32(s2, l2, "weight")?;
+        let (b, h, wd, c) = l1.shape().dims4()?;
+        if l2.shape().dims() != [c, 1, 3, 3] {
+            candle::bail!(
+                "depth-wise conv: weight {:?} for {c} channels",
+                l2.shape().dims()
+            )
+        }
+        let taps = taps_of(w, c);
+        let zeros = vec![0f32; c];
+        let mut out = vec![0f32; b * h * wd * c];
+        out.par_chunks_mut(wd * c).enumerate().for_each(|(r, row)| {
+            let (bi, y) = (r / h, r % h);
+            let img = &src[bi * h * wd * c..(bi + 1) * h * wd * c];
+            dw_row(img, row, &taps, &zeros, (h, wd, c), y, false);
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (b, h, w, c) = x.dims4()?;
+        let wv = weight.flatten_all()?.to_vec1::<f32>()?;
+        let taps = taps_of(&wv, c);
+        let mut mirrored = vec![0f32; 9 * c];
+        for t in 0..9 {
+            mirrored[(8 - t) * c..(9 - t) * c].copy_from_slice(&taps[t * c..(t + 1) * c]);
+        }
+        let g = grad_res.contiguous()?;
+        let gx = g.apply_op1(DwOp {
+            taps: Arc::new(mirrored),
+            bias: None,
+            gelu: false,
+        })?;
+        let gv = g.flatten_all()?.to_vec1::<f32>()?;
+        let xv = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        // per output row: acc[t * C + c] += g[y, x, c] * x[y + dy, x + dx, c]
+        let acc = (0..b * h)
+            .into_par_iter()
+            .fold(
+                || vec![0f64; 9 * c],
+                |mut acc, r| {
+                    let (bi, y) = (r / h, r % h);
+                    let img = &xv[bi * h * w * c..(bi + 1) * h * w * c];
+                    let grow = &gv[r * w * c..(r + 1) * w * c];
+                    let mut part = vec![0f32; 9 * c];
+                    for yy in y.saturating_sub(1)..=(y + 1).min(h - 1) {
+                        let ky = yy + 1 - y;
+                        for xo in 0..w {
+                            let go = &grow[xo * c..(xo + 1) * c];
+                            for xx in xo.saturating_sub(1)..=(xo + 1).min(w - 1) {
+                                let t = ky * 3 + xx + 1 - xo;
+                                let xi = &img[(yy * w + xx) * c..(yy * w + xx + 1) * c];
+                                let p = &mut part[t * c..(t + 1) * c];
+                                for ((a, &gg), &v) in p.iter_mut().zip(go).zip(xi) {
+                                    *a += gg * v;
+                                }
+                            }
+                        }
+                    }
+                    for (a, p) in acc.iter_mut().zip(&part) {
+                        *a += *p as f64;
+                    }
+                    acc
+                },
+            )
+            .reduce(
+                || vec![0f64; 9 * c],
+                |mut a, b| {
+                    for (x, y) in a.iter_mut().zip(&b) {
+                        *x += y;
+                    }
+                    a
+                },
+            );
+        // [9, C] -> [C, 1, 3, 3]
+        let mut gw = vec![0f32; 9 * c];
+        for ch in 0..c {
+            for t in 0..9 {
+                gw[ch * 9 + t] = acc[t * c + ch] as f32;
+            }
+        }
+        let gw = Tensor::from_vec(gw, (c, 1, 3, 3), x.device())?;
+        Ok((Some(gx), Some(gw)))
     }
 }
 
@@ -453,6 +601,55 @@ mod tests {
         let y = conv.forward_nhwc(&x).unwrap();
         let grads = y.sum_all().unwrap().backward().unwrap();
         assert!(grads.get(&wt).is_some() && grads.get(&bias).is_some());
+    }
+
+    #[test]
+    fn training_op_matches_candle_in_value_and_gradients() {
+        let dev = Device::Cpu;
+        let (b, h, w, c) = (2, 5, 4, 40);
+        let wt = Var::randn(0f32, 1., (c, 1, 3, 3), &dev).unwrap();
+        let bias = Var::randn(0f32, 1., c, &dev).unwrap();
+        let x = Var::randn(0f32, 1., (b, h, w, c), &dev).unwrap();
+        let probe = Tensor::randn(0f32, 1., (b, h, w, c), &dev).unwrap();
+        let run = |fast: bool, gelu: bool| {
+            let conv =
+                DepthwiseConv3x3::from_tensors(wt.as_tensor().clone(), bias.as_tensor().clone())
+                    .unwrap();
+            let y = if fast {
+                conv.forward_impl(x.as_tensor(), gelu).unwrap()
+            } else {
+                let z = conv.forward_candle(x.as_tensor()).unwrap();
+                if gelu {
+                    crate::ops::gelu_erf(&z).unwrap()
+                } else {
+                    z
+                }
+            };
+            let g = (&y * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let grads: Vec<Tensor> = [x.as_tensor(), wt.as_tensor(), bias.as_tensor()]
+                .iter()
+                .map(|v| g.get(v).unwrap().clone())
+                .collect();
+            (y, grads)
+        };
+        for gelu in [false, true] {
+            let (y1, g1) = run(true, gelu);
+            let (y2, g2) = run(false, gelu);
+            let e = max_abs(&(&y1 - &y2).unwrap()) / max_abs(&y2);
+            assert!(e < 1e-6, "value rel err {e:e}");
+            for (k, (a, r)) in g1.iter().zip(&g2).enumerate() {
+                let e = max_abs(&(a - r).unwrap()) / max_abs(r);
+                assert!(
+                    e < 1e-5,
+                    "gradient {k} (x, w, b) rel err {e:e}, gelu {gelu}"
+                );
+            }
+        }
     }
 
     #[test]

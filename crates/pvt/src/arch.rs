@@ -197,6 +197,19 @@ impl AnyLoadInfo {
         }
     }
 
+    /// Moves the outside keys that `drop` selects (e.g. a segmentor's auxiliary head) to the
+    /// dropped list.
+    pub fn drop_outside(&mut self, drop: impl Fn(&str) -> bool) {
+        let (outside, dropped) = match self {
+            AnyLoadInfo::V1(i) => (&mut i.outside, &mut i.dropped),
+            AnyLoadInfo::V2(i) => (&mut i.outside, &mut i.dropped),
+        };
+        let (gone, kept): (Vec<String>, Vec<String>) =
+            std::mem::take(outside).into_iter().partition(|k| drop(k));
+        *outside = kept;
+        dropped.extend(gone);
+    }
+
     /// Tensors dropped on purpose.
     pub fn dropped(&self) -> &[String] {
         match self {

@@ -671,10 +671,7 @@ pub fn train_segmenter(
             eprintln!("resuming {} at iteration {step}", run.display());
         }
     } else if let Some(init) = &opts.init {
-        let msg = params.init_backbone(
-            &pvt_zoo::BackboneConfig::V1(cfg.model.backbone.clone()),
-            init,
-        )?;
+        let msg = params.init_backbone(&cfg.model.backbone, init)?;
         if opts.verbose {
             eprintln!("{msg}");
         }

@@ -17,14 +17,16 @@
 //! Checkpoints: the official PVT-seg releases (mmseg `save_checkpoint`: a `state_dict` with
 //! `backbone.*` in the official PVT naming, `neck.*`, `decode_head.*`). The configs have no
 //! auxiliary head; `auxiliary_head.*` tensors, if a file has them, are dropped and reported in
-//! [`LoadInfo::dropped`]. Everything else must be used by the model.
+//! [`AnyLoadInfo::dropped`]. Everything else must be used by the model.
 
 use std::collections::BTreeMap;
 
 use anyhow::{bail, ensure, Context, Result};
 use candle::{Device, Tensor};
 use image::RgbImage;
-use pvt_backbone::{load_dense, LoadInfo, PvtConfig, PvtDense, PvtV1};
+use pvt_backbone::{AnyDense, AnyLoadInfo, PvtV1};
+
+use crate::retinanet::BackboneConfig;
 use pvt_fpn::{Fpn, FpnConfig};
 use pvt_nn::cv_resize::{align_resize, PVT_ADE20K_SCALE};
 use pvt_nn::image::normalize_255;
@@ -38,8 +40,8 @@ use serde::{Deserialize, Serialize};
 /// A Semantic FPN-PVT architecture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SemanticFpnConfig {
-    /// The backbone.
-    pub backbone: PvtConfig,
+    /// The backbone (PVT v1 in the published models; v2 works the same way).
+    pub backbone: BackboneConfig,
     /// FPN output channels (256).
     pub fpn_channels: usize,
     /// Scale-head channels of the decode head (128).
@@ -52,7 +54,7 @@ impl SemanticFpnConfig {
     /// `fpn_pvt_{t,s,m,l}_ade20k_40k`.
     pub fn ade20k(variant: PvtV1) -> Self {
         Self {
-            backbone: variant.config(),
+            backbone: BackboneConfig::V1(variant.config()),
             fpn_channels: 256,
             head_channels: 128,
             num_classes: 150,
@@ -160,7 +162,7 @@ pub fn preprocess_seg(img: &RgbImage, test: &SegTestConfig, device: &Device) -> 
 #[derive(Debug, Clone)]
 pub struct SemanticFpnPvt {
     /// The backbone.
-    pub backbone: PvtDense,
+    pub backbone: AnyDense,
     /// The neck.
     pub neck: Fpn,
     /// The decode head.
@@ -173,24 +175,22 @@ pub struct SemanticFpnPvt {
 impl SemanticFpnPvt {
     /// Loads a segmentor checkpoint (official PVT-seg files; the backbone may also use
     /// mmdetection's naming). Every tensor must be used, except `auxiliary_head.*` (dropped and
-    /// listed in [`LoadInfo::dropped`]); anything else is an error listing the keys.
+    /// listed in [`AnyLoadInfo::dropped`]); anything else is an error listing the keys.
     pub fn load(
         ckpt: &Checkpoint,
         config: &SemanticFpnConfig,
         device: &Device,
-    ) -> Result<(Self, LoadInfo)> {
-        let (backbone, mut info) = load_dense(ckpt, &config.backbone, device)?;
-        if info.prefix.is_none() {
+    ) -> Result<(Self, AnyLoadInfo)> {
+        let (backbone, mut info) = config.backbone.arch().load_dense(ckpt, device)?;
+        if info.prefix().is_none() {
             bail!(
                 "{}: no `backbone.` tensors: this is a bare backbone, not a Semantic FPN checkpoint (neck and decode head missing)",
                 ckpt.path.display()
             );
         }
-        let (aux, rest): (Vec<String>, Vec<String>) = std::mem::take(&mut info.outside)
-            .into_iter()
-            .partition(|k| k.starts_with("auxiliary_head."));
-        info.dropped.extend(aux);
-        let tensors: BTreeMap<String, Tensor> = rest
+        info.drop_outside(|k| k.starts_with("auxiliary_head."));
+        let tensors: BTreeMap<String, Tensor> = info
+            .outside()
             .iter()
             .map(|k| (k.clone(), ckpt.tensors[k].clone()))
             .collect();
@@ -231,8 +231,7 @@ impl SemanticFpnPvt {
         device: &Device,
         trainable: bool,
     ) -> Result<Self> {
-        let numerics = config.backbone.numerics_or_official();
-        let backbone = PvtDense::new(&config.backbone, numerics, vb.pp("backbone"))?;
+        let backbone = config.backbone.build(vb.pp("backbone"))?;
         let neck = Fpn::new(config.fpn(), backbone.output_spec(), vb.pp("neck"))?;
         let (cfg, spec, vb) = (
             config.head(neck.output_spec()),
@@ -427,7 +426,7 @@ mod tests {
             depth: 1,
         };
         let config = SemanticFpnConfig {
-            backbone: PvtConfig {
+            backbone: BackboneConfig::V1(pvt_backbone::PvtConfig {
                 stages: [
                     st(4, 8, 1, 4),
                     st(2, 8, 1, 2),
@@ -439,7 +438,7 @@ mod tests {
                 num_classes: 10,
                 qkv_bias: true,
                 numerics: None,
-            },
+            }),
             fpn_channels: 8,
             head_channels: 4,
             num_classes: 3,
@@ -496,11 +495,11 @@ mod tests {
         for (name, v) in SemanticFpnConfig::NAMES.iter().zip(PvtV1::ALL) {
             assert_eq!(
                 SemanticFpnConfig::from_name(name).unwrap().backbone,
-                v.config()
+                BackboneConfig::V1(v.config())
             );
         }
         let c = SemanticFpnConfig::from_name("fpn_pvt_tiny_ade20k_40k").unwrap();
-        assert_eq!(c.backbone, PvtV1::Tiny.config());
+        assert_eq!(c.backbone, BackboneConfig::V1(PvtV1::Tiny.config()));
         assert_eq!(
             (c.fpn_channels, c.head_channels, c.num_classes),
             (256, 128, 150)
