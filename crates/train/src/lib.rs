@@ -4,6 +4,7 @@
 //! - [`data`]: COCO-format detection datasets, the training pipeline (scale jitter, flip), padded
 //!   batches, seeded order.
 //! - [`losses`]: sigmoid focal loss, L1 and smooth L1, as mmdetection sums them.
+//! - [`mask_rcnn_loop`]: the Mask R-CNN training loop (run directory, resume, box and mask AP).
 //! - [`mask_rcnn`]: the Mask R-CNN losses (RPN, box and mask heads) with mmdetection 2.13's
 //!   assigners and random samplers, ground-truth instance masks, differentiable RoIAlign.
 //! - [`optim`]: AdamW, the step schedule with linear warm-up, gradient clipping.
@@ -26,6 +27,7 @@ pub mod assign;
 pub mod data;
 pub mod losses;
 pub mod mask_rcnn;
+pub mod mask_rcnn_loop;
 pub mod optim;
 pub mod params;
 pub mod plot;
