@@ -45,6 +45,11 @@ pub struct TrainArgs {
     /// ImageNet (or any PVT backbone) checkpoint to initialise the backbone from.
     #[arg(long)]
     init: Option<PathBuf>,
+    /// Whole-model checkpoint to start from (mmdetection's `load_from`): every tensor whose name
+    /// and shape match (e.g. a run's model.safetensors; heads for another class count are
+    /// skipped and reported). Applied after --init, when the run starts.
+    #[arg(long, value_name = "FILE")]
+    load_from: Option<PathBuf>,
     /// Override the number of epochs.
     #[arg(long)]
     epochs: Option<usize>,
@@ -230,6 +235,7 @@ fn run_seg(a: TrainArgs) -> Result<()> {
         &a.out,
         &TrainOptions {
             init: a.init.clone(),
+            load_from: a.load_from.clone(),
             progress: !a.quiet,
             verbose: true,
             crash_after: None,
@@ -367,6 +373,7 @@ fn run_mask_rcnn(a: TrainArgs) -> Result<()> {
         &a.out,
         &TrainOptions {
             init: a.init.clone(),
+            load_from: a.load_from.clone(),
             progress: !a.quiet,
             verbose: true,
             crash_after: None,
@@ -443,6 +450,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         &a.out,
         &TrainOptions {
             init: a.init.clone(),
+            load_from: a.load_from.clone(),
             progress: !a.quiet,
             verbose: true,
             crash_after: None,

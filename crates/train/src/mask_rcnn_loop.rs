@@ -226,11 +226,8 @@ pub fn train_mask_rcnn(
         if opts.verbose {
             eprintln!("resuming {} at iteration {step}", run.display());
         }
-    } else if let Some(init) = &opts.init {
-        let msg = params.init_backbone(&cfg.model.backbone, init)?;
-        if opts.verbose {
-            eprintln!("{msg}");
-        }
+    } else {
+        opts.initialise(&mut params, &cfg.model.backbone)?;
     }
     let loader = MaskLoader::new(train_data, s.augment, s.batch_size, s.seed, s.shuffle)?;
     let crit = MaskRcnnCriterion::new(

@@ -315,6 +315,52 @@ impl Params {
         Ok(())
     }
 
+    /// mmdetection's `load_from`: sets every variable for which the whole-model checkpoint at
+    /// `path` has a tensor of the same name and shape (official names, e.g. a run's
+    /// `model.safetensors`; `pvt convert --to official` rewrites mmdetection names). Tensors of
+    /// another shape (a classifier for another number of classes) are skipped and listed, as
+    /// are the variables the file lacks; a file that fills nothing is an error. Returns a
+    /// one-line summary.
+    pub fn load_matching(&mut self, path: &Path) -> Result<String> {
+        let ckpt = Checkpoint::load(path)?;
+        let (mut loaded, mut reshaped, mut absent) = (0usize, Vec::new(), Vec::new());
+        for (k, v) in &self.vars {
+            match ckpt.tensors.get(k) {
+                Some(t) if t.dims() == v.dims() => {
+                    v.set(&t.to_dtype(self.dtype)?.to_device(&self.device)?)?;
+                    loaded += 1;
+                }
+                Some(t) => reshaped.push(format!("{k} {:?} (model {:?})", t.dims(), v.dims())),
+                None => absent.push(k.clone()),
+            }
+        }
+        ensure!(
+            loaded > 0,
+            "{}: no tensor matches the model's names and shapes",
+            path.display()
+        );
+        let unused = ckpt
+            .tensors
+            .keys()
+            .filter(|k| !self.vars.contains_key(*k))
+            .count();
+        let mut msg = format!(
+            "loaded {loaded} of {} tensors from {}",
+            self.vars.len(),
+            path.display()
+        );
+        if !reshaped.is_empty() {
+            msg += &format!("; skipped for their shape: {}", reshaped.join(", "));
+        }
+        if !absent.is_empty() {
+            msg += &format!("; not in the file: {}", absent.join(", "));
+        }
+        if unused > 0 {
+            msg += &format!("; {unused} tensor(s) of the file unused");
+        }
+        Ok(msg)
+    }
+
     /// Initialises the backbone from an ImageNet classification checkpoint (or any backbone
     /// file the loaders accept: official, mmdetection or timm names, with or without
     /// `backbone.`). The file must fill the whole backbone (checked by loading it strictly);

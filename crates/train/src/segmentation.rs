@@ -670,11 +670,8 @@ pub fn train_segmenter(
         if opts.verbose {
             eprintln!("resuming {} at iteration {step}", run.display());
         }
-    } else if let Some(init) = &opts.init {
-        let msg = params.init_backbone(&cfg.model.backbone, init)?;
-        if opts.verbose {
-            eprintln!("{msg}");
-        }
+    } else {
+        opts.initialise(&mut params, &cfg.model.backbone)?;
     }
     let loader = SegLoader {
         dataset: train_data,

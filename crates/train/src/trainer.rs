@@ -210,6 +210,9 @@ impl ValData {
 pub struct TrainOptions {
     /// Backbone initialisation (ImageNet checkpoint), used when the run starts (not on resume).
     pub init: Option<PathBuf>,
+    /// Whole-model initialisation (mmdetection's `load_from`: every tensor of matching name and
+    /// shape, [`Params::load_matching`]), after `init`, when the run starts.
+    pub load_from: Option<PathBuf>,
     /// Show a progress bar.
     pub progress: bool,
     /// Print a line per epoch and per validation.
@@ -217,6 +220,30 @@ pub struct TrainOptions {
     /// Stop right after this many iterations without saving anything, as a killed process would
     /// (for tests of resuming).
     pub crash_after: Option<u64>,
+}
+
+impl TrainOptions {
+    /// Applies `init` (backbone) then `load_from` (whole model) to fresh parameters, printing
+    /// what was loaded when verbose.
+    pub(crate) fn initialise(
+        &self,
+        params: &mut Params,
+        backbone: &pvt_zoo::BackboneConfig,
+    ) -> Result<()> {
+        if let Some(init) = &self.init {
+            let msg = params.init_backbone(backbone, init)?;
+            if self.verbose {
+                eprintln!("{msg}");
+            }
+        }
+        if let Some(from) = &self.load_from {
+            let msg = params.load_matching(from)?;
+            if self.verbose {
+                eprintln!("{msg}");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What a call to [`train`] did.
@@ -454,11 +481,8 @@ pub fn train(
         if opts.verbose {
             eprintln!("resuming {} at iteration {}", run.display(), st.step);
         }
-    } else if let Some(init) = &opts.init {
-        let msg = st.params.init_backbone(&cfg.model.backbone, init)?;
-        if opts.verbose {
-            eprintln!("{msg}");
-        }
+    } else {
+        opts.initialise(&mut st.params, &cfg.model.backbone)?;
     }
     let loader = Loader {
         dataset: train_data,

@@ -101,3 +101,50 @@ fn backbone_initialises_from_a_checkpoint() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn load_from_takes_every_tensor_of_matching_name_and_shape() {
+    let dev = Device::Cpu;
+    let six = common::mini_config().model;
+    let src = Params::retinanet(&six, 1, &dev)
+        .unwrap()
+        .snapshot()
+        .unwrap();
+    let path =
+        std::env::temp_dir().join(format!("pvt-load-from-{}.safetensors", std::process::id()));
+    pvt_nn::checkpoint::save_safetensors(&src, &path).unwrap();
+    // the same detector for 3 classes: everything but the classifier comes from the file
+    let mut three = six.clone();
+    three.num_classes = 3;
+    let mut p = Params::retinanet(&three, 2, &dev).unwrap();
+    let before = p.snapshot().unwrap();
+    let msg = p.load_matching(&path).unwrap();
+    let after = p.snapshot().unwrap();
+    let flat = |t: &candle::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let n = after.len();
+    assert!(
+        msg.contains(&format!("loaded {} of {n}", n - 2)) && msg.contains("retina_cls.weight"),
+        "{msg}"
+    );
+    for (k, v) in &after {
+        if k.starts_with("bbox_head.retina_cls.") {
+            assert_eq!(flat(v), flat(&before[k]), "{k} must keep its own values");
+        } else {
+            assert_eq!(flat(v), flat(&src[k]), "{k} must come from the file");
+        }
+    }
+    // a file that fills nothing is an error
+    let other = std::env::temp_dir().join(format!(
+        "pvt-load-from-x-{}.safetensors",
+        std::process::id()
+    ));
+    let mut junk = std::collections::BTreeMap::new();
+    junk.insert(
+        "nothing".to_string(),
+        candle::Tensor::zeros(3, candle::DType::F32, &dev).unwrap(),
+    );
+    pvt_nn::checkpoint::save_safetensors(&junk, &other).unwrap();
+    assert!(p.load_matching(&other).is_err());
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&other);
+}
