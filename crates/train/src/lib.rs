@@ -3,6 +3,7 @@
 //! - [`assign`]: mmdetection's `MaxIoUAssigner`, anchor valid flags and the RetinaNet targets.
 //! - [`data`]: COCO-format detection datasets, the training pipeline (scale jitter, flip), padded
 //!   batches, seeded order.
+//! - [`driver`]: the training loop every family shares (resume, checkpoints, validation, log).
 //! - [`losses`]: sigmoid focal loss, L1 and smooth L1, as mmdetection sums them.
 //! - [`mask_rcnn_loop`]: the Mask R-CNN training loop (run directory, resume, box and mask AP).
 //! - [`mask_rcnn`]: the Mask R-CNN losses (RPN, box and mask heads) with mmdetection 2.13's
@@ -25,6 +26,7 @@
 
 pub mod assign;
 pub mod data;
+pub mod driver;
 pub mod losses;
 pub mod mask_rcnn;
 pub mod mask_rcnn_loop;

@@ -1,11 +1,10 @@
-//! The Mask R-CNN training loop: the losses of [`crate::mask_rcnn`] over a COCO-format
-//! instance dataset (boxes and masks), the same run directory, checkpoints, resume contract and
-//! progress as [`crate::trainer`], with box and mask AP at epoch ends.
+//! Mask R-CNN training: the losses of [`crate::mask_rcnn`] over a COCO-format instance dataset
+//! (boxes and masks) in the shared loop of [`crate::driver`], with box and mask AP at epoch
+//! ends.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use candle::{DType, Device, Tensor};
@@ -16,14 +15,11 @@ use pvt_zoo::{ImageDetector, MaskRcnnConfig, MaskRcnnDetector, MaskRcnnPvt};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{split_paths, CocoDetDataset};
+use crate::driver::{self, IterLog, Log, LoopSpec, Outcome, Task, ValLog};
 use crate::mask_rcnn::{MaskLoader, MaskRcnnCriterion, MaskRcnnTrainConfig};
-use crate::optim::{clip_grad_norm, collect_grads, global_norm, AdamW};
 use crate::params::Params;
 use crate::retinanet::scalar;
-use crate::trainer::{
-    claim_run_dir, files, load_state, model_tensors, progress_bar, read_history, save_state,
-    save_tensors, write_json, TrainOptions, TrainSettings,
-};
+use crate::trainer::{claim_run_dir, model_tensors, TrainOptions, TrainSettings};
 
 /// A Mask R-CNN training configuration: the detector's fields at the top level (so that the file
 /// is also a config for `pvt detect --config`) and the settings under `train` (the RetinaNet
@@ -86,26 +82,39 @@ pub struct MaskRcnnValRecord {
     pub segm_ap: f64,
 }
 
-/// Everything logged so far.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct MaskRcnnHistory {
-    /// Per iteration.
-    pub iters: Vec<MaskRcnnIterRecord>,
-    /// Per validation.
-    pub val: Vec<MaskRcnnValRecord>,
-}
+/// Everything logged by a Mask R-CNN run.
+pub type MaskRcnnHistory = Log<MaskRcnnIterRecord, MaskRcnnValRecord>;
 
 /// What a call to [`train_mask_rcnn`] did.
-#[derive(Debug, Clone)]
-pub struct MaskRcnnOutcome {
-    /// Iterations done in total.
-    pub steps: u64,
-    /// The iteration the run resumed from, if it did.
-    pub resumed_from: Option<u64>,
-    /// Whether it stopped early (`crash_after`).
-    pub interrupted: bool,
-    /// The log.
-    pub history: MaskRcnnHistory,
+pub type MaskRcnnOutcome = Outcome<MaskRcnnIterRecord, MaskRcnnValRecord>;
+
+impl IterLog for MaskRcnnIterRecord {
+    fn step(&self) -> u64 {
+        self.step
+    }
+    fn loss(&self) -> f64 {
+        self.loss
+    }
+    fn parts(&self) -> Vec<(&'static str, f64)> {
+        vec![
+            ("rpn", self.rpn_cls + self.rpn_bbox),
+            ("cls", self.cls),
+            ("box", self.bbox),
+            ("mask", self.mask),
+        ]
+    }
+}
+
+impl ValLog for MaskRcnnValRecord {
+    fn step(&self) -> u64 {
+        self.step
+    }
+    fn epoch(&self) -> usize {
+        self.epoch
+    }
+    fn summary(&self) -> String {
+        format!("bbox AP {:.4} segm AP {:.4}", self.bbox_ap, self.segm_ap)
+    }
 }
 
 /// A validation split with its ground truth.
@@ -164,32 +173,98 @@ pub fn validate_mask_rcnn(
     Ok((ap(IouType::Bbox), ap(IouType::Segm)))
 }
 
-fn plot(history: &MaskRcnnHistory, title: &str, run: &Path) -> Result<()> {
-    let total: Vec<f64> = history.iters.iter().map(|r| r.loss).collect();
-    let rpn: Vec<f64> = history
-        .iters
-        .iter()
-        .map(|r| r.rpn_cls + r.rpn_bbox)
-        .collect();
-    let mask: Vec<f64> = history.iters.iter().map(|r| r.mask).collect();
-    let note = history.val.last().map(|v| {
-        format!(
-            "val AP box {:.3} mask {:.3} (ep {})",
-            v.bbox_ap, v.segm_ap, v.epoch
-        )
-    });
-    crate::plot::plot_curves(
-        title,
-        &total,
-        &[("rpn", rpn), ("mask", mask)],
-        note.as_deref(),
-        &run.join(files::LOSS_PNG),
-    )
+/// The Mask R-CNN part of the loop.
+struct MaskRcnnTask<'a> {
+    cfg: &'a MaskRcnnRunConfig,
+    loader: MaskLoader,
+    crit: MaskRcnnCriterion,
+    val: Option<&'a MaskValData>,
+    device: Device,
+}
+
+impl Task for MaskRcnnTask<'_> {
+    type Iter = MaskRcnnIterRecord;
+    type Val = MaskRcnnValRecord;
+    type Parts = [f64; 5];
+
+    fn batches_per_epoch(&self) -> u64 {
+        self.loader.batches_per_epoch() as u64
+    }
+
+    fn lr(&self, epoch: usize, step: u64, _total: u64) -> f64 {
+        let s = &self.cfg.train;
+        s.schedule.lr(s.optimizer.lr, epoch, step as usize)
+    }
+
+    fn loss(
+        &self,
+        params: &Params,
+        epoch: usize,
+        index: usize,
+        step: u64,
+    ) -> Result<(Tensor, [f64; 5])> {
+        let batch = self.loader.batch(epoch, index, &self.device)?;
+        let model = MaskRcnnPvt::new(&self.cfg.model, params.var_builder())?;
+        let l = self.crit.loss(&model, &batch, step)?;
+        let parts = [
+            scalar(&l.rpn_cls)?,
+            scalar(&l.rpn_bbox)?,
+            scalar(&l.cls)?,
+            scalar(&l.bbox)?,
+            scalar(&l.mask)?,
+        ];
+        Ok((l.total, parts))
+    }
+
+    fn record(
+        &self,
+        step: u64,
+        epoch: usize,
+        loss: f64,
+        lr: f64,
+        grad_norm: f64,
+        [rpn_cls, rpn_bbox, cls, bbox, mask]: [f64; 5],
+    ) -> Result<MaskRcnnIterRecord> {
+        Ok(MaskRcnnIterRecord {
+            step,
+            epoch,
+            loss,
+            rpn_cls,
+            rpn_bbox,
+            cls,
+            bbox,
+            mask,
+            lr,
+            grad_norm,
+        })
+    }
+
+    fn validate(
+        &self,
+        params: &Params,
+        epoch: usize,
+        step: u64,
+    ) -> Result<Option<MaskRcnnValRecord>> {
+        let Some(v) = self.val else { return Ok(None) };
+        let (bbox_ap, segm_ap) = validate_mask_rcnn(
+            &self.cfg.model,
+            &model_tensors(params)?,
+            v,
+            self.cfg.train.test_scale,
+            &self.device,
+        )?;
+        Ok(Some(MaskRcnnValRecord {
+            epoch,
+            step,
+            bbox_ap,
+            segm_ap,
+        }))
+    }
 }
 
 /// Trains `cfg` on `train_data` (box and mask AP on `val` at epoch ends) into `run`, resuming
-/// a run found there (the contract of [`crate::trainer::train`]). The samplers are keyed by
-/// the seed and the step, so a resumed run ends with the weights of an uninterrupted one.
+/// a run found there (the contract of [`crate::driver`]). The samplers are keyed by the seed
+/// and the step, so a resumed run ends with the weights of an uninterrupted one.
 pub fn train_mask_rcnn(
     cfg: &MaskRcnnRunConfig,
     train_data: CocoDetDataset,
@@ -202,7 +277,6 @@ pub fn train_mask_rcnn(
         s.epochs > 0 && s.batch_size > 0,
         "epochs and batch size must be positive"
     );
-    ensure!(s.checkpoint_every > 0, "checkpoint_every must be positive");
     ensure!(
         train_data.num_classes() == cfg.model.num_classes,
         "the dataset has {} classes, the model {}",
@@ -213,155 +287,25 @@ pub fn train_mask_rcnn(
     claim_run_dir(run, cfg)?;
     let mut params = Params::mask_rcnn(&cfg.model, s.seed, &device)?;
     params.freeze_stages(s.frozen_stages);
-    let mut opt = AdamW::new(s.optimizer);
-    let mut step = 0u64;
-    let mut history = MaskRcnnHistory::default();
-    let mut resumed_from = None;
-    if run.join(files::STATE).exists() {
-        step = load_state(run, &mut params, &mut opt)?;
-        history = read_history(run)?;
-        history.iters.retain(|r| r.step <= step);
-        history.val.retain(|r| r.step <= step);
-        resumed_from = Some(step);
-        if opts.verbose {
-            eprintln!("resuming {} at iteration {step}", run.display());
-        }
-    } else {
-        opts.initialise(&mut params, &cfg.model.backbone)?;
-    }
-    let loader = MaskLoader::new(train_data, s.augment, s.batch_size, s.seed, s.shuffle)?;
-    let crit = MaskRcnnCriterion::new(
-        cfg.model.num_classes,
-        MaskRcnnTrainConfig::default(),
-        s.seed,
-    )?;
-    let bpe = loader.batches_per_epoch() as u64;
-    let total = s.epochs as u64 * bpe;
-    let title = format!("Mask R-CNN-PVT training, {} classes", cfg.model.num_classes);
-    let pb = progress_bar(opts.progress, total, step)?;
-    let val_due = |epoch_done: usize| {
-        val.is_some()
-            && s.val_every > 0
-            && (epoch_done % s.val_every == 0 || epoch_done == s.epochs)
+    let task = MaskRcnnTask {
+        cfg,
+        loader: MaskLoader::new(train_data, s.augment, s.batch_size, s.seed, s.shuffle)?,
+        crit: MaskRcnnCriterion::new(
+            cfg.model.num_classes,
+            MaskRcnnTrainConfig::default(),
+            s.seed,
+        )?,
+        val,
+        device,
     };
-    let run_val = |params: &Params,
-                   step: u64,
-                   history: &mut MaskRcnnHistory,
-                   epoch_done: usize|
-     -> Result<()> {
-        let Some(v) = val else { return Ok(()) };
-        let t0 = Instant::now();
-        let (bbox_ap, segm_ap) = validate_mask_rcnn(
-            &cfg.model,
-            &model_tensors(params)?,
-            v,
-            s.test_scale,
-            &device,
-        )?;
-        history.val.push(MaskRcnnValRecord {
-            epoch: epoch_done,
-            step,
-            bbox_ap,
-            segm_ap,
-        });
-        if opts.verbose {
-            let line = format!(
-                "epoch {epoch_done}: val bbox AP {bbox_ap:.4} segm AP {segm_ap:.4} ({:.1} s)",
-                t0.elapsed().as_secs_f64()
-            );
-            pb.suspend(|| eprintln!("{line}"));
-        }
-        write_json(&run.join(files::HISTORY), &*history)?;
-        plot(history, &title, run)
+    let spec = LoopSpec {
+        epochs: s.epochs,
+        checkpoint_every: s.checkpoint_every,
+        val_every: s.val_every,
+        grad_clip: s.grad_clip,
+        optimizer: s.optimizer,
+        backbone: &cfg.model.backbone,
+        title: format!("Mask R-CNN-PVT training, {} classes", cfg.model.num_classes),
     };
-    if step > 0 && step % bpe == 0 {
-        let done = (step / bpe) as usize;
-        if val_due(done) && !history.val.iter().any(|r| r.epoch == done) {
-            run_val(&params, step, &mut history, done)?;
-        }
-    }
-    while step < total {
-        let epoch = (step / bpe) as usize;
-        let index = (step % bpe) as usize;
-        let batch = loader.batch(epoch, index, &device)?;
-        let lr = s.schedule.lr(s.optimizer.lr, epoch, step as usize);
-        let model = MaskRcnnPvt::new(&cfg.model, params.var_builder())?;
-        let loss = crit.loss(&model, &batch, step)?;
-        let grads = loss.total.backward()?;
-        let mut g = collect_grads(&params, &grads);
-        drop(grads);
-        let grad_norm = match s.grad_clip {
-            Some(max) => clip_grad_norm(&mut g, max)?,
-            None => global_norm(&g)?,
-        };
-        opt.step(&params, &g, lr)?;
-        step += 1;
-        let rec = MaskRcnnIterRecord {
-            step,
-            epoch,
-            loss: scalar(&loss.total)?,
-            rpn_cls: scalar(&loss.rpn_cls)?,
-            rpn_bbox: scalar(&loss.rpn_bbox)?,
-            cls: scalar(&loss.cls)?,
-            bbox: scalar(&loss.bbox)?,
-            mask: scalar(&loss.mask)?,
-            lr,
-            grad_norm,
-        };
-        ensure!(
-            rec.loss.is_finite(),
-            "the loss is {} at iteration {step} (lr {lr:e}); lower the learning rate or clip the gradients",
-            rec.loss
-        );
-        pb.set_message(format!(
-            "ep {}/{} loss {:.4} (rpn {:.3} cls {:.3} box {:.3} mask {:.3}) lr {:.2e}",
-            epoch + 1,
-            s.epochs,
-            rec.loss,
-            rec.rpn_cls + rec.rpn_bbox,
-            rec.cls,
-            rec.bbox,
-            rec.mask,
-            lr
-        ));
-        pb.set_position(step);
-        history.iters.push(rec);
-        if opts.crash_after == Some(step) {
-            return Ok(MaskRcnnOutcome {
-                steps: step,
-                resumed_from,
-                interrupted: true,
-                history,
-            });
-        }
-        let epoch_end = step % bpe == 0;
-        if epoch_end || step % s.checkpoint_every as u64 == 0 {
-            write_json(&run.join(files::HISTORY), &history)?;
-            save_state(run, &params, &opt, step)?;
-            plot(&history, &title, run)?;
-        }
-        if epoch_end {
-            let done = (step / bpe) as usize;
-            save_tensors(
-                &model_tensors(&params)?,
-                &run.join(format!("epoch_{done}.safetensors")),
-            )?;
-            if opts.verbose {
-                let n = bpe as usize;
-                let recent = &history.iters[history.iters.len().saturating_sub(n)..];
-                let mean = recent.iter().map(|r| r.loss).sum::<f64>() / recent.len() as f64;
-                pb.suspend(|| eprintln!("epoch {done}/{}: mean loss {mean:.4}", s.epochs));
-            }
-            if val_due(done) {
-                run_val(&params, step, &mut history, done)?;
-            }
-        }
-    }
-    pb.finish_and_clear();
-    Ok(MaskRcnnOutcome {
-        steps: step,
-        resumed_from,
-        interrupted: false,
-        history,
-    })
+    driver::run(&task, params, spec, run, opts)
 }

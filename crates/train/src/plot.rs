@@ -7,8 +7,6 @@ use anyhow::{Context, Result};
 use image::{Rgb, RgbImage};
 use pvt_vis::{frame, line, text};
 
-use crate::trainer::History;
-
 const W: u32 = 800;
 const H: u32 = 500;
 /// Plot area: left, top, right, bottom.
@@ -27,25 +25,6 @@ fn ema(v: &[f64], beta: f64) -> Vec<f64> {
         out.push(acc / (1.0 - beta.powi(i as i32 + 1)));
     }
     out
-}
-
-/// Draws total, classification and box loss per iteration (raw total in light colour, the
-/// three smoothed), with validation AP in the legend, and writes a PNG atomically.
-pub fn plot_losses(history: &History, title: &str, path: &Path) -> Result<()> {
-    let total: Vec<f64> = history.iters.iter().map(|i| i.loss).collect();
-    let cls: Vec<f64> = history.iters.iter().map(|i| i.cls).collect();
-    let bbox: Vec<f64> = history.iters.iter().map(|i| i.bbox).collect();
-    let note = history
-        .val
-        .last()
-        .map(|v| format!("val AP {:.3} (epoch {})", v.ap, v.epoch));
-    plot_curves(
-        title,
-        &total,
-        &[("cls (focal)", cls), ("bbox (L1)", bbox)],
-        note.as_deref(),
-        path,
-    )
 }
 
 /// Draws a total loss per iteration (raw in light colour, smoothed in blue) and up to two

@@ -24,7 +24,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use candle::{DType, Device, Tensor};
@@ -40,13 +39,10 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{epoch_order, keyed_rng, uniform};
-use crate::optim::{clip_grad_norm, collect_grads, global_norm, AdamW, AdamWConfig, PolySchedule};
+use crate::driver::{self, IterLog, Log, LoopSpec, Outcome, Task, ValLog};
+use crate::optim::{AdamWConfig, PolySchedule};
 use crate::params::Params;
-use crate::retinanet::scalar;
-use crate::trainer::{
-    claim_run_dir, files, load_state, model_tensors, progress_bar, read_history, save_state,
-    save_tensors, write_json, TrainOptions,
-};
+use crate::trainer::{claim_run_dir, model_tensors, TrainOptions};
 
 /// The label that is not scored.
 pub const IGNORE: u8 = 255;
@@ -559,26 +555,37 @@ pub struct SegValRecord {
     pub aacc: f64,
 }
 
-/// Everything logged so far.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SegHistory {
-    /// Per iteration.
-    pub iters: Vec<SegIterRecord>,
-    /// Per validation.
-    pub val: Vec<SegValRecord>,
-}
+/// Everything logged by a segmenter run.
+pub type SegHistory = Log<SegIterRecord, SegValRecord>;
 
 /// What a call to [`train_segmenter`] did.
-#[derive(Debug, Clone)]
-pub struct SegTrainOutcome {
-    /// Iterations done in total.
-    pub steps: u64,
-    /// The iteration the run resumed from, if it did.
-    pub resumed_from: Option<u64>,
-    /// Whether it stopped early (`crash_after`).
-    pub interrupted: bool,
-    /// The log.
-    pub history: SegHistory,
+pub type SegTrainOutcome = Outcome<SegIterRecord, SegValRecord>;
+
+impl IterLog for SegIterRecord {
+    fn step(&self) -> u64 {
+        self.step
+    }
+    fn loss(&self) -> f64 {
+        self.loss
+    }
+    fn parts(&self) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
+}
+
+impl ValLog for SegValRecord {
+    fn step(&self) -> u64 {
+        self.step
+    }
+    fn epoch(&self) -> usize {
+        self.epoch
+    }
+    fn summary(&self) -> String {
+        format!(
+            "mIoU {:.2} mAcc {:.2} aAcc {:.2}",
+            self.miou, self.macc, self.aacc
+        )
+    }
 }
 
 /// mIoU of `weights` on `val` with the test pipeline `test` (BatchNorm folded with its running
@@ -613,25 +620,91 @@ pub fn validate_segmenter(
     Ok(ev.metrics())
 }
 
-fn plot(history: &SegHistory, title: &str, run: &Path) -> Result<()> {
-    let total: Vec<f64> = history.iters.iter().map(|r| r.loss).collect();
-    let note = history
-        .val
-        .last()
-        .map(|v| format!("val mIoU {:.2} (epoch {})", v.miou, v.epoch));
-    crate::plot::plot_curves(
-        title,
-        &total,
-        &[],
-        note.as_deref(),
-        &run.join(files::LOSS_PNG),
-    )
+/// The segmenter's part of the loop.
+struct SegTask<'a> {
+    cfg: &'a SegTrainConfig,
+    loader: SegLoader,
+    val: Option<&'a SegDataset>,
+    device: Device,
+}
+
+impl Task for SegTask<'_> {
+    type Iter = SegIterRecord;
+    type Val = SegValRecord;
+    type Parts = ();
+
+    fn batches_per_epoch(&self) -> u64 {
+        self.loader.batches_per_epoch() as u64
+    }
+
+    fn lr(&self, _epoch: usize, step: u64, total: u64) -> f64 {
+        let s = &self.cfg.train;
+        s.schedule.lr(s.optimizer.lr, step as usize, total as usize)
+    }
+
+    fn loss(
+        &self,
+        params: &Params,
+        epoch: usize,
+        index: usize,
+        _step: u64,
+    ) -> Result<(Tensor, ())> {
+        let batch = self.loader.batch(epoch, index, &self.device)?;
+        let model =
+            SemanticFpnPvt::new_trainable(&self.cfg.model, params.var_builder(), &self.device)?;
+        let logits = model.forward_logits_t(&batch.images, true)?;
+        let (loss, _) = seg_cross_entropy(
+            &logits,
+            &batch.labels,
+            IGNORE as u32,
+            self.cfg.train.avg_non_ignore,
+        )?;
+        Ok((loss, ()))
+    }
+
+    fn record(
+        &self,
+        step: u64,
+        epoch: usize,
+        loss: f64,
+        lr: f64,
+        grad_norm: f64,
+        _: (),
+    ) -> Result<SegIterRecord> {
+        Ok(SegIterRecord {
+            step,
+            epoch,
+            loss,
+            lr,
+            grad_norm,
+        })
+    }
+
+    fn validate(&self, params: &Params, epoch: usize, step: u64) -> Result<Option<SegValRecord>> {
+        let Some(v) = self.val else { return Ok(None) };
+        let s = &self.cfg.train;
+        let m = validate_segmenter(
+            &self.cfg.model,
+            &model_tensors(params)?,
+            v,
+            &s.test_config(),
+            &s.class_names,
+            &self.device,
+        )?;
+        Ok(Some(SegValRecord {
+            epoch,
+            step,
+            miou: m.miou as f64,
+            macc: m.macc as f64,
+            aacc: m.a_acc as f64,
+        }))
+    }
 }
 
 /// Trains `cfg` on `train_data` (mIoU on `val` at epoch ends) into `run`, resuming a run found
-/// there (same contract as [`crate::trainer::train`]: atomic checkpoints every
-/// `checkpoint_every` iterations and at epoch ends, seeded order and augmentation, so that an
-/// interrupted run ends with the weights of an uninterrupted one).
+/// there (the contract of [`crate::driver`]: atomic checkpoints every `checkpoint_every`
+/// iterations and at epoch ends, seeded order and augmentation, so that an interrupted run ends
+/// with the weights of an uninterrupted one).
 pub fn train_segmenter(
     cfg: &SegTrainConfig,
     train_data: SegDataset,
@@ -644,169 +717,40 @@ pub fn train_segmenter(
         s.epochs > 0 && s.batch_size > 0,
         "epochs and batch size must be positive"
     );
-    ensure!(s.checkpoint_every > 0, "checkpoint_every must be positive");
+    let (ch, cw) = s.augment.crop;
     ensure!(
-        s.augment.crop.0 % 32 == 0
-            && s.augment.crop.1 % 32 == 0
-            && s.augment.crop.0 > 0
-            && s.augment.crop.1 > 0,
-        "the crop {:?} must be positive multiples of 32",
-        s.augment.crop
+        ch > 0 && cw > 0 && ch % 32 == 0 && cw % 32 == 0,
+        "the crop {ch}x{cw} must be positive multiples of 32"
     );
     let device = Device::Cpu;
     claim_run_dir(run, cfg)?;
     let mut params = Params::semantic_fpn(&cfg.model, s.seed, &device)?;
     params.freeze_stages(s.frozen_stages);
-    let mut opt = AdamW::new(s.optimizer);
-    let mut step = 0u64;
-    let mut history = SegHistory::default();
-    let mut resumed_from = None;
-    if run.join(files::STATE).exists() {
-        step = load_state(run, &mut params, &mut opt)?;
-        history = read_history(run)?;
-        history.iters.retain(|r| r.step <= step);
-        history.val.retain(|r| r.step <= step);
-        resumed_from = Some(step);
-        if opts.verbose {
-            eprintln!("resuming {} at iteration {step}", run.display());
-        }
-    } else {
-        opts.initialise(&mut params, &cfg.model.backbone)?;
-    }
-    let loader = SegLoader {
-        dataset: train_data,
-        augment: s.augment,
-        batch_size: s.batch_size,
-        seed: s.seed,
-        shuffle: s.shuffle,
+    let task = SegTask {
+        cfg,
+        loader: SegLoader {
+            dataset: train_data,
+            augment: s.augment,
+            batch_size: s.batch_size,
+            seed: s.seed,
+            shuffle: s.shuffle,
+        },
+        val,
+        device,
     };
-    let bpe = loader.batches_per_epoch() as u64;
-    let total = s.epochs as u64 * bpe;
-    let title = format!(
-        "Semantic FPN-PVT training, {} classes",
-        cfg.model.num_classes
-    );
-    let pb = progress_bar(opts.progress, total, step)?;
-    let test = s.test_config();
-    let val_due = |epoch_done: usize| {
-        val.is_some()
-            && s.val_every > 0
-            && (epoch_done % s.val_every == 0 || epoch_done == s.epochs)
+    let spec = LoopSpec {
+        epochs: s.epochs,
+        checkpoint_every: s.checkpoint_every,
+        val_every: s.val_every,
+        grad_clip: s.grad_clip,
+        optimizer: s.optimizer,
+        backbone: &cfg.model.backbone,
+        title: format!(
+            "Semantic FPN-PVT training, {} classes",
+            cfg.model.num_classes
+        ),
     };
-    let run_val =
-        |params: &Params, step: u64, history: &mut SegHistory, epoch_done: usize| -> Result<()> {
-            let Some(v) = val else { return Ok(()) };
-            let t0 = Instant::now();
-            let m = validate_segmenter(
-                &cfg.model,
-                &model_tensors(params)?,
-                v,
-                &test,
-                &s.class_names,
-                &device,
-            )?;
-            history.val.push(SegValRecord {
-                epoch: epoch_done,
-                step,
-                miou: m.miou as f64,
-                macc: m.macc as f64,
-                aacc: m.a_acc as f64,
-            });
-            if opts.verbose {
-                let line = format!(
-                    "epoch {epoch_done}: val mIoU {:.2} mAcc {:.2} aAcc {:.2} ({:.1} s)",
-                    m.miou,
-                    m.macc,
-                    m.a_acc,
-                    t0.elapsed().as_secs_f64()
-                );
-                pb.suspend(|| eprintln!("{line}"));
-            }
-            write_json(&run.join(files::HISTORY), &*history)?;
-            plot(history, &title, run)
-        };
-    if step > 0 && step % bpe == 0 {
-        let done = (step / bpe) as usize;
-        if val_due(done) && !history.val.iter().any(|r| r.epoch == done) {
-            run_val(&params, step, &mut history, done)?;
-        }
-    }
-    while step < total {
-        let epoch = (step / bpe) as usize;
-        let index = (step % bpe) as usize;
-        let batch = loader.batch(epoch, index, &device)?;
-        let lr = s.schedule.lr(s.optimizer.lr, step as usize, total as usize);
-        let model = SemanticFpnPvt::new_trainable(&cfg.model, params.var_builder(), &device)?;
-        let logits = model.forward_logits_t(&batch.images, true)?;
-        let (loss, _) = seg_cross_entropy(&logits, &batch.labels, IGNORE as u32, s.avg_non_ignore)?;
-        let grads = loss.backward()?;
-        let mut g = collect_grads(&params, &grads);
-        drop(grads);
-        let grad_norm = match s.grad_clip {
-            Some(max) => clip_grad_norm(&mut g, max)?,
-            None => global_norm(&g)?,
-        };
-        opt.step(&params, &g, lr)?;
-        step += 1;
-        let rec = SegIterRecord {
-            step,
-            epoch,
-            loss: scalar(&loss)?,
-            lr,
-            grad_norm,
-        };
-        ensure!(
-            rec.loss.is_finite(),
-            "the loss is {} at iteration {step} (lr {lr:e}); lower the learning rate or clip the gradients",
-            rec.loss
-        );
-        pb.set_message(format!(
-            "ep {}/{} loss {:.4} lr {:.2e}",
-            epoch + 1,
-            s.epochs,
-            rec.loss,
-            lr
-        ));
-        pb.set_position(step);
-        history.iters.push(rec);
-        if opts.crash_after == Some(step) {
-            return Ok(SegTrainOutcome {
-                steps: step,
-                resumed_from,
-                interrupted: true,
-                history,
-            });
-        }
-        let epoch_end = step % bpe == 0;
-        if epoch_end || step % s.checkpoint_every as u64 == 0 {
-            write_json(&run.join(files::HISTORY), &history)?;
-            save_state(run, &params, &opt, step)?;
-            plot(&history, &title, run)?;
-        }
-        if epoch_end {
-            let done = (step / bpe) as usize;
-            save_tensors(
-                &model_tensors(&params)?,
-                &run.join(format!("epoch_{done}.safetensors")),
-            )?;
-            if opts.verbose {
-                let n = bpe as usize;
-                let recent = &history.iters[history.iters.len().saturating_sub(n)..];
-                let mean = recent.iter().map(|r| r.loss).sum::<f64>() / recent.len() as f64;
-                pb.suspend(|| eprintln!("epoch {done}/{}: mean loss {mean:.4}", s.epochs));
-            }
-            if val_due(done) {
-                run_val(&params, step, &mut history, done)?;
-            }
-        }
-    }
-    pb.finish_and_clear();
-    Ok(SegTrainOutcome {
-        steps: step,
-        resumed_from,
-        interrupted: false,
-        history,
-    })
+    driver::run(&task, params, spec, run, opts)
 }
 
 #[cfg(test)]

@@ -1,27 +1,9 @@
-//! The training loop: configuration, run directory, checkpoints, resume, validation.
-//!
-//! # Run directory
-//!
-//! ```text
-//! RUN/config.json               model + training settings (`pvt detect --config` reads the model part)
-//! RUN/model.safetensors         latest weights, official names (backbone.*, neck.*, bbox_head.*)
-//! RUN/epoch_N.safetensors       weights at the end of epoch N (1-based)
-//! RUN/train_state.safetensors   resume point: `param.*`, AdamW `m.*` / `v.*`, `meta.step`
-//! RUN/history.json              loss per iteration, validation AP per epoch
-//! RUN/loss.png                  the loss curve
-//! ```
-//!
-//! Every file is written to a temporary name and renamed. The resume point is the single file
-//! `train_state.safetensors`; `history.json` is written just before it and is cut back to the
-//! resume step when a run resumes. A run killed at any moment resumes from its last checkpoint
-//! (every `checkpoint_every` iterations and at every epoch end) and, because the data order,
-//! the augmentation and the initialisation are functions of the seed and the step alone (see
-//! [`crate::data`]), ends with the same weights as a run that was never interrupted.
+//! RetinaNet training: the configuration, the validation AP and the [`train`] entry point, plus
+//! the run-directory helpers every family uses (the loop itself is [`crate::driver`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
 use candle::{DType, Device, Tensor};
@@ -34,8 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::assign::MaxIouAssigner;
 use crate::data::{split_paths, Augment, CocoDetDataset, Loader};
+use crate::driver::{self, IterLog, Log, LoopSpec, Outcome, Task, ValLog};
 use crate::losses::FocalLoss;
-use crate::optim::{clip_grad_norm, collect_grads, global_norm, AdamW, AdamWConfig, LrSchedule};
+use crate::optim::{AdamW, AdamWConfig, LrSchedule};
 use crate::params::Params;
 use crate::retinanet::{scalar, RetinaCriterion};
 
@@ -177,13 +160,34 @@ pub struct ValRecord {
     pub ap75: f64,
 }
 
-/// Everything logged so far.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct History {
-    /// Per iteration.
-    pub iters: Vec<IterRecord>,
-    /// Per validation.
-    pub val: Vec<ValRecord>,
+/// Everything logged by a RetinaNet run.
+pub type History = Log<IterRecord, ValRecord>;
+
+impl IterLog for IterRecord {
+    fn step(&self) -> u64 {
+        self.step
+    }
+    fn loss(&self) -> f64 {
+        self.loss
+    }
+    fn parts(&self) -> Vec<(&'static str, f64)> {
+        vec![("cls (focal)", self.cls), ("bbox (L1)", self.bbox)]
+    }
+}
+
+impl ValLog for ValRecord {
+    fn step(&self) -> u64 {
+        self.step
+    }
+    fn epoch(&self) -> usize {
+        self.epoch
+    }
+    fn summary(&self) -> String {
+        format!(
+            "bbox AP {:.4} AP50 {:.4} AP75 {:.4}",
+            self.ap, self.ap50, self.ap75
+        )
+    }
 }
 
 /// A validation split.
@@ -247,17 +251,7 @@ impl TrainOptions {
 }
 
 /// What a call to [`train`] did.
-#[derive(Debug, Clone)]
-pub struct TrainOutcome {
-    /// Iterations done in total.
-    pub steps: u64,
-    /// The iteration the run resumed from, if it did.
-    pub resumed_from: Option<u64>,
-    /// Whether it stopped early (`crash_after`).
-    pub interrupted: bool,
-    /// The log.
-    pub history: History,
-}
+pub type TrainOutcome = Outcome<IterRecord, ValRecord>;
 
 /// File names inside a run directory.
 pub mod files {
@@ -321,19 +315,6 @@ pub fn validate(
     Ok(res.remove(0).1.stats)
 }
 
-struct State {
-    params: Params,
-    opt: AdamW,
-    step: u64,
-    history: History,
-}
-
-fn save_checkpoint(run: &Path, st: &State, title: &str) -> Result<()> {
-    write_json(&run.join(files::HISTORY), &st.history)?;
-    save_state(run, &st.params, &st.opt, st.step)?;
-    crate::plot::plot_losses(&st.history, title, &run.join(files::LOSS_PNG))
-}
-
 /// Writes the resume point (`param.*`, the AdamW moments, the step) and the latest weights of a
 /// run, each atomically.
 pub(crate) fn save_state(run: &Path, params: &Params, opt: &AdamW, step: u64) -> Result<()> {
@@ -393,15 +374,6 @@ pub(crate) fn read_history<T: Default + serde::de::DeserializeOwned>(run: &Path)
     }
 }
 
-fn load_checkpoint(run: &Path, st: &mut State) -> Result<()> {
-    let step = load_state(run, &mut st.params, &mut st.opt)?;
-    st.step = step;
-    st.history = read_history(run)?;
-    st.history.iters.retain(|r| r.step <= step);
-    st.history.val.retain(|r| r.step <= step);
-    Ok(())
-}
-
 /// The progress bar of a training run (hidden unless `show`), at `step` of `total`.
 pub(crate) fn progress_bar(show: bool, total: u64, step: u64) -> Result<ProgressBar> {
     if !show {
@@ -443,6 +415,84 @@ where
     }
 }
 
+/// The RetinaNet part of the loop.
+struct RetinaTask<'a> {
+    cfg: &'a TrainConfig,
+    loader: Loader,
+    crit: RetinaCriterion,
+    val: Option<&'a ValData>,
+    device: Device,
+}
+
+impl Task for RetinaTask<'_> {
+    type Iter = IterRecord;
+    type Val = ValRecord;
+    type Parts = (f64, f64, usize);
+
+    fn batches_per_epoch(&self) -> u64 {
+        self.loader.batches_per_epoch() as u64
+    }
+
+    fn lr(&self, epoch: usize, step: u64, _total: u64) -> f64 {
+        let s = &self.cfg.train;
+        s.schedule.lr(s.optimizer.lr, epoch, step as usize)
+    }
+
+    fn loss(
+        &self,
+        params: &Params,
+        epoch: usize,
+        index: usize,
+        _step: u64,
+    ) -> Result<(Tensor, Self::Parts)> {
+        let batch = self.loader.batch(epoch, index, &self.device)?;
+        let model = RetinaNetPvt::new(&self.cfg.model, params.var_builder())?;
+        let (_, out) = model.forward_raw(&batch.images)?;
+        let loss = self.crit.loss(&out, &batch)?;
+        let parts = (scalar(&loss.cls)?, scalar(&loss.bbox)?, loss.num_pos);
+        Ok((loss.total, parts))
+    }
+
+    fn record(
+        &self,
+        step: u64,
+        epoch: usize,
+        loss: f64,
+        lr: f64,
+        grad_norm: f64,
+        (cls, bbox, num_pos): Self::Parts,
+    ) -> Result<IterRecord> {
+        Ok(IterRecord {
+            step,
+            epoch,
+            loss,
+            cls,
+            bbox,
+            lr,
+            grad_norm,
+            num_pos,
+        })
+    }
+
+    fn validate(&self, params: &Params, epoch: usize, step: u64) -> Result<Option<ValRecord>> {
+        let Some(v) = self.val else { return Ok(None) };
+        let stats = validate(
+            &self.cfg.model,
+            &model_tensors(params)?,
+            v,
+            self.cfg.train.test_scale,
+            &self.device,
+        )?;
+        Ok(Some(ValRecord {
+            epoch,
+            step,
+            ap: stats.ap,
+            ap50: stats.ap50,
+            ap75: stats.ap75,
+        }))
+    }
+}
+
 /// Trains `cfg` on `train_data` (validating on `val` at epoch ends), writing into `run`.
 /// When `run` holds a resume point of the same configuration, training continues from it.
 pub fn train(
@@ -457,7 +507,6 @@ pub fn train(
         s.epochs > 0 && s.batch_size > 0,
         "epochs and batch size must be positive"
     );
-    ensure!(s.checkpoint_every > 0, "checkpoint_every must be positive");
     ensure!(
         train_data.num_classes() == cfg.model.num_classes,
         "the dataset has {} classes, the model {}",
@@ -468,154 +517,27 @@ pub fn train(
     claim_run_dir(run, cfg)?;
     let mut params = Params::retinanet(&cfg.model, s.seed, &device)?;
     params.freeze_stages(s.frozen_stages);
-    let mut st = State {
-        params,
-        opt: AdamW::new(s.optimizer),
-        step: 0,
-        history: History::default(),
+    let task = RetinaTask {
+        cfg,
+        loader: Loader {
+            dataset: train_data,
+            augment: s.augment,
+            batch_size: s.batch_size,
+            seed: s.seed,
+            shuffle: s.shuffle,
+        },
+        crit: RetinaCriterion::new(cfg.model.num_classes, s.assigner, s.focal)?,
+        val,
+        device,
     };
-    let mut resumed_from = None;
-    if run.join(files::STATE).exists() {
-        load_checkpoint(run, &mut st)?;
-        resumed_from = Some(st.step);
-        if opts.verbose {
-            eprintln!("resuming {} at iteration {}", run.display(), st.step);
-        }
-    } else {
-        opts.initialise(&mut st.params, &cfg.model.backbone)?;
-    }
-    let loader = Loader {
-        dataset: train_data,
-        augment: s.augment,
-        batch_size: s.batch_size,
-        seed: s.seed,
-        shuffle: s.shuffle,
+    let spec = LoopSpec {
+        epochs: s.epochs,
+        checkpoint_every: s.checkpoint_every,
+        val_every: s.val_every,
+        grad_clip: s.grad_clip,
+        optimizer: s.optimizer,
+        backbone: &cfg.model.backbone,
+        title: format!("RetinaNet-PVT training, {} classes", cfg.model.num_classes),
     };
-    let crit = RetinaCriterion::new(cfg.model.num_classes, s.assigner, s.focal)?;
-    let bpe = loader.batches_per_epoch() as u64;
-    let total = s.epochs as u64 * bpe;
-    let title = format!("RetinaNet-PVT training, {} classes", cfg.model.num_classes);
-    let pb = progress_bar(opts.progress, total, st.step)?;
-    let val_due = |epoch_done: usize| {
-        val.is_some()
-            && s.val_every > 0
-            && (epoch_done % s.val_every == 0 || epoch_done == s.epochs)
-    };
-    let run_val = |st: &mut State, epoch_done: usize| -> Result<()> {
-        let Some(v) = val else { return Ok(()) };
-        let t0 = Instant::now();
-        let stats = validate(
-            &cfg.model,
-            &model_tensors(&st.params)?,
-            v,
-            s.test_scale,
-            &device,
-        )?;
-        st.history.val.push(ValRecord {
-            epoch: epoch_done,
-            step: st.step,
-            ap: stats.ap,
-            ap50: stats.ap50,
-            ap75: stats.ap75,
-        });
-        let line = format!(
-            "epoch {epoch_done}: val bbox AP {:.4} AP50 {:.4} AP75 {:.4} ({:.1} s)",
-            stats.ap,
-            stats.ap50,
-            stats.ap75,
-            t0.elapsed().as_secs_f64()
-        );
-        if opts.verbose {
-            pb.suspend(|| eprintln!("{line}"));
-        }
-        write_json(&run.join(files::HISTORY), &st.history)?;
-        crate::plot::plot_losses(&st.history, &title, &run.join(files::LOSS_PNG))
-    };
-    // A run killed during the validation that follows an epoch-end checkpoint redoes it.
-    if st.step > 0 && st.step % bpe == 0 {
-        let done = (st.step / bpe) as usize;
-        if val_due(done) && !st.history.val.iter().any(|r| r.epoch == done) {
-            run_val(&mut st, done)?;
-        }
-    }
-    while st.step < total {
-        let epoch = (st.step / bpe) as usize;
-        let index = (st.step % bpe) as usize;
-        let batch = loader.batch(epoch, index, &device)?;
-        let lr = s.schedule.lr(s.optimizer.lr, epoch, st.step as usize);
-        let model = RetinaNetPvt::new(&cfg.model, st.params.var_builder())?;
-        let (_, out) = model.forward_raw(&batch.images)?;
-        let loss = crit.loss(&out, &batch)?;
-        let grads = loss.total.backward()?;
-        let mut g = collect_grads(&st.params, &grads);
-        drop(grads);
-        let grad_norm = match s.grad_clip {
-            Some(max) => clip_grad_norm(&mut g, max)?,
-            None => global_norm(&g)?,
-        };
-        st.opt.step(&st.params, &g, lr)?;
-        st.step += 1;
-        let rec = IterRecord {
-            step: st.step,
-            epoch,
-            loss: scalar(&loss.total)?,
-            cls: scalar(&loss.cls)?,
-            bbox: scalar(&loss.bbox)?,
-            lr,
-            grad_norm,
-            num_pos: loss.num_pos,
-        };
-        ensure!(
-            rec.loss.is_finite(),
-            "the loss is {} at iteration {} (lr {lr:e}); lower the learning rate or clip the gradients",
-            rec.loss,
-            st.step
-        );
-        pb.set_message(format!(
-            "ep {}/{} loss {:.4} (cls {:.4} box {:.4}) lr {:.2e}",
-            epoch + 1,
-            s.epochs,
-            rec.loss,
-            rec.cls,
-            rec.bbox,
-            lr
-        ));
-        pb.set_position(st.step);
-        st.history.iters.push(rec);
-        if opts.crash_after == Some(st.step) {
-            return Ok(TrainOutcome {
-                steps: st.step,
-                resumed_from,
-                interrupted: true,
-                history: st.history,
-            });
-        }
-        let epoch_end = st.step % bpe == 0;
-        if epoch_end || st.step % s.checkpoint_every as u64 == 0 {
-            save_checkpoint(run, &st, &title)?;
-        }
-        if epoch_end {
-            let done = (st.step / bpe) as usize;
-            save_tensors(
-                &model_tensors(&st.params)?,
-                &run.join(format!("epoch_{done}.safetensors")),
-            )?;
-            if opts.verbose {
-                let n = bpe as usize;
-                let recent = &st.history.iters[st.history.iters.len().saturating_sub(n)..];
-                let mean = recent.iter().map(|r| r.loss).sum::<f64>() / recent.len() as f64;
-                pb.suspend(|| eprintln!("epoch {done}/{}: mean loss {mean:.4}", s.epochs));
-            }
-            if val_due(done) {
-                run_val(&mut st, done)?;
-            }
-        }
-    }
-    pb.finish_and_clear();
-    Ok(TrainOutcome {
-        steps: st.step,
-        resumed_from,
-        interrupted: false,
-        history: st.history,
-    })
+    driver::run(&task, params, spec, run, opts)
 }
