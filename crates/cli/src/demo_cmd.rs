@@ -37,7 +37,7 @@ pub struct DemoArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Detections scoring at least this are printed and drawn.
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.5)]
     score_thr: f32,
     /// The picture is drawn this many times larger than the image (the demo images are small).
     #[arg(long, default_value_t = 3)]
