@@ -157,13 +157,14 @@ fn segmenter_trains_then_segments_and_scores_with_its_run_config() {
     assert!(!ok && err.contains("another configuration"), "{err}");
 }
 
-#[test]
-fn detector_trains_then_detects_with_its_run_config() {
-    let data = tmp("det-data");
+/// `pvt synth` then one epoch of `pvt train` of the mini detector `arch` (6 classes) into
+/// fresh folders named after `tag`; returns (data, run, stderr of the training).
+fn train_mini_detector(arch: &str, tag: &str) -> (PathBuf, PathBuf, String) {
+    let data = tmp(&format!("{tag}-data"));
     synth(&data);
-    let cfg = tmp("det-train.json");
+    let cfg = tmp(&format!("{tag}-train.json"));
     write_config(
-        "retinanet_pvt_mini.json",
+        arch,
         6,
         serde_json::json!({
             "epochs": 1, "batch_size": 2,
@@ -174,7 +175,7 @@ fn detector_trains_then_detects_with_its_run_config() {
         }),
         &cfg,
     );
-    let run = tmp("det-run");
+    let run = tmp(&format!("{tag}-run"));
     let (ok, _, err) = pvt(&[
         "train",
         "--config",
@@ -186,9 +187,12 @@ fn detector_trains_then_detects_with_its_run_config() {
         "--quiet",
     ]);
     assert!(ok, "{err}");
-    assert!(err.contains("training RetinaNet-PVT (6 classes"), "{err}");
-    assert!(err.contains("val bbox AP"), "{err}");
-    let out = tmp("det.json");
+    (data, run, err)
+}
+
+/// `pvt detect` with a run's config and weights on a validation image; the JSON is written.
+fn detect_with_run(data: &Path, run: &Path, tag: &str) {
+    let out = tmp(&format!("{tag}.json"));
     let (ok, _, err) = pvt(&[
         "detect",
         "--config",
@@ -205,34 +209,16 @@ fn detector_trains_then_detects_with_its_run_config() {
 }
 
 #[test]
+fn detector_trains_then_detects_with_its_run_config() {
+    let (data, run, err) = train_mini_detector("retinanet_pvt_mini.json", "det");
+    assert!(err.contains("training RetinaNet-PVT (6 classes"), "{err}");
+    assert!(err.contains("val bbox AP"), "{err}");
+    detect_with_run(&data, &run, "det");
+}
+
+#[test]
 fn mask_rcnn_trains_then_detects_masks_with_its_run_config() {
-    let data = tmp("mrcnn-data");
-    synth(&data);
-    let cfg = tmp("mrcnn-train.json");
-    write_config(
-        "mask_rcnn_pvt_mini.json",
-        6,
-        serde_json::json!({
-            "epochs": 1, "batch_size": 2,
-            "optimizer": {"lr": 0.0005},
-            "augment": {"scale": [160, 128], "flip_prob": 0.5},
-            "test_scale": [160, 128],
-            "checkpoint_every": 1
-        }),
-        &cfg,
-    );
-    let run = tmp("mrcnn-run");
-    let (ok, _, err) = pvt(&[
-        "train",
-        "--config",
-        &s(&cfg),
-        "--data",
-        &s(&data),
-        "--out",
-        &s(&run),
-        "--quiet",
-    ]);
-    assert!(ok, "{err}");
+    let (data, run, err) = train_mini_detector("mask_rcnn_pvt_mini.json", "mrcnn");
     assert!(err.contains("training Mask R-CNN-PVT (6 classes"), "{err}");
     assert!(err.contains("segm AP"), "{err}");
     let h: serde_json::Value =
@@ -241,20 +227,7 @@ fn mask_rcnn_trains_then_detects_masks_with_its_run_config() {
     for k in ["rpn_cls", "rpn_bbox", "cls", "bbox", "mask"] {
         assert!(it[k].as_f64().unwrap() > 0.0, "{k}: {it}");
     }
-    let out = tmp("mrcnn.json");
-    let (ok, _, err) = pvt(&[
-        "detect",
-        "--config",
-        &s(&run.join("config.json")),
-        "--weights",
-        &s(&run.join("model.safetensors")),
-        "--image",
-        &s(&data.join("images/val/synth_000002.png")),
-        "--out",
-        &s(&out),
-    ]);
-    assert!(ok, "{err}");
-    assert!(out.is_file());
+    detect_with_run(&data, &run, "mrcnn");
 }
 
 #[test]
