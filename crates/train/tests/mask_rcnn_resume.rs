@@ -37,16 +37,6 @@ fn config() -> MaskRcnnRunConfig {
     MaskRcnnRunConfig { model, train }
 }
 
-fn weights(run: &Path) -> Vec<(String, Vec<f32>)> {
-    let t = candle::safetensors::load(run.join(files::MODEL), &Device::Cpu).unwrap();
-    let mut v: Vec<(String, Vec<f32>)> = t
-        .into_iter()
-        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
 #[test]
 fn interrupted_mask_rcnn_run_resumes_to_the_same_weights() {
     // 6 images: 4 train (2 batches per epoch, 6 iterations), 2 val
@@ -72,7 +62,7 @@ fn interrupted_mask_rcnn_run_resumes_to_the_same_weights() {
         (0.0..=1.0).contains(&v.bbox_ap) && (0.0..=1.0).contains(&v.segm_ap),
         "{v:?}"
     );
-    let want = weights(&straight);
+    let want = common::run_weights(&straight);
 
     let crashed = data.join("crashed");
     let out = train_mask_rcnn(
@@ -91,7 +81,7 @@ fn interrupted_mask_rcnn_run_resumes_to_the_same_weights() {
     assert_eq!(out.resumed_from, Some(2));
     assert_eq!(out.history.iters.len(), 6);
     assert_eq!(
-        weights(&crashed),
+        common::run_weights(&crashed),
         want,
         "resumed run ended with other weights"
     );

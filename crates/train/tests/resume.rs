@@ -38,16 +38,6 @@ fn data_dir() -> PathBuf {
     common::synth_dataset("resume", 6, (128, 160), 0.34)
 }
 
-fn weights(run: &Path) -> Vec<(String, Vec<f32>)> {
-    let t = candle::safetensors::load(run.join(files::MODEL), &candle::Device::Cpu).unwrap();
-    let mut v: Vec<(String, Vec<f32>)> = t
-        .into_iter()
-        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
 fn run(
     cfg: &TrainConfig,
     data: &Path,
@@ -100,7 +90,7 @@ fn crash_and_kill_resume_to_the_same_weights() {
     assert_eq!(out.steps, 8);
     assert_eq!(out.history.val.len(), 1);
     assert!(out.history.val[0].ap.is_finite());
-    let want = weights(&straight);
+    let want = common::run_weights(&straight);
 
     // simulated crash after iteration 3 (last resume point: 2), then resume
     let crashed = data.join("crashed");
@@ -123,7 +113,7 @@ fn crash_and_kill_resume_to_the_same_weights() {
         "the log is cut back to the resume point"
     );
     assert_eq!(
-        weights(&crashed),
+        common::run_weights(&crashed),
         want,
         "resumed run ended with other weights"
     );
@@ -153,7 +143,7 @@ fn crash_and_kill_resume_to_the_same_weights() {
     assert!((2..8).contains(&from), "resumed from {from}");
     eprintln!("killed after its first checkpoint; resumed from iteration {from}");
     assert_eq!(
-        weights(&data.join("killed")),
+        common::run_weights(&data.join("killed")),
         want,
         "resumed run ended with other weights"
     );

@@ -142,16 +142,6 @@ fn config(classes: usize) -> SegTrainConfig {
     }
 }
 
-fn weights(run: &Path) -> Vec<(String, Vec<f32>)> {
-    let t = candle::safetensors::load(run.join(files::MODEL), &Device::Cpu).unwrap();
-    let mut v: Vec<(String, Vec<f32>)> = t
-        .into_iter()
-        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
 fn dataset(tag: &str, images: usize, val_fraction: f64) -> PathBuf {
     common::synth_dataset(tag, images, (128, 160), val_fraction)
 }
@@ -209,7 +199,7 @@ fn interrupted_run_resumes_to_the_same_weights_and_validates() {
     assert_eq!(out.history.val.len(), 1);
     let v = &out.history.val[0];
     assert!((0.0..=100.0).contains(&v.miou) && v.aacc > 0.0, "{v:?}");
-    let want = weights(&straight);
+    let want = common::run_weights(&straight);
     // the running statistics of the BatchNorm layers are saved and moved by training
     let rv = want
         .iter()
@@ -234,7 +224,7 @@ fn interrupted_run_resumes_to_the_same_weights_and_validates() {
     assert_eq!(out.resumed_from, Some(2));
     assert_eq!(out.history.iters.len(), 8);
     assert_eq!(
-        weights(&crashed),
+        common::run_weights(&crashed),
         want,
         "resumed run ended with other weights"
     );

@@ -47,3 +47,16 @@ pub fn mini_config() -> TrainConfig {
     c.model.num_classes = 6;
     c
 }
+
+/// The weights a run saved (`RUN/model.safetensors`), sorted by name, as f32 values: runs that
+/// ended equal compare equal.
+pub fn run_weights(run: &Path) -> Vec<(String, Vec<f32>)> {
+    let path = run.join(pvt_train::trainer::files::MODEL);
+    let t = candle::safetensors::load(path, &candle::Device::Cpu).unwrap();
+    let mut v: Vec<(String, Vec<f32>)> = t
+        .into_iter()
+        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
