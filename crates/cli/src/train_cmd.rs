@@ -24,7 +24,7 @@ pub struct TrainArgs {
     /// Published architecture with its published training settings: detectors
     /// retinanet_pvt_{tiny,small,medium,large}_fpn_1x_coco, retinanet_pvtv2_b{0..5}_fpn_1x_coco,
     /// mask_rcnn_pvt_{t,s,m,l}_fpn_1x_coco, mask_rcnn_pvt_v2_b{0..5}_fpn_1x_coco (mmdetection 1x;
-    /// classes from the COCO file; Mask R-CNN needs RLE instance masks), segmenters fpn_pvt_{t,s,m,l}_ade20k_40k
+    /// classes from the COCO file; Mask R-CNN reads polygon or RLE instance masks), segmenters fpn_pvt_{t,s,m,l}_ade20k_40k
     /// (mmseg 40k as epochs, reduce_zero_label; classes from the folder's classes.txt when
     /// present, else 150).
     #[arg(long, group = "arch")]

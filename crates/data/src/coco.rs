@@ -114,20 +114,30 @@ impl CocoSegmentation {
         }
     }
 
-    /// The mask as an [`Rle`] for either RLE spelling; `None` for polygons (which need a
-    /// rasterizer).
-    pub fn to_rle(&self) -> Option<Result<Rle>> {
-        match self {
-            Self::CompressedRle { size, counts } => Some(
+    /// The mask as an [`Rle`] on an image of `image` size, as pycocotools' `annToRLE` reads
+    /// it: either RLE spelling is decoded (its `size` must be the image's), polygons are
+    /// rasterized ([`pvt_eval::coco::polygons_to_rle`], maskApi's `rleFrPoly`).
+    pub fn to_rle(&self, image: ImageSize) -> Result<Rle> {
+        let rle = match self {
+            Self::CompressedRle { size, counts } => {
                 Rle::from_compressed(counts, ImageSize::new(size[0], size[1]))
-                    .context("bad compressed RLE"),
-            ),
-            Self::UncompressedRle { size, counts } => Some(
+                    .context("bad compressed RLE")?
+            }
+            Self::UncompressedRle { size, counts } => {
                 Rle::new(ImageSize::new(size[0], size[1]), counts.clone())
-                    .context("bad uncompressed RLE"),
-            ),
-            Self::Polygons(_) => None,
-        }
+                    .context("bad uncompressed RLE")?
+            }
+            Self::Polygons(polys) => pvt_eval::coco::polygons_to_rle(polys, image)?,
+        };
+        anyhow::ensure!(
+            rle.size() == image,
+            "RLE size {}x{} differs from the image's {}x{} (HxW)",
+            rle.size().height,
+            rle.size().width,
+            image.height,
+            image.width
+        );
+        Ok(rle)
     }
 }
 
@@ -145,11 +155,32 @@ mod tests {
         let expected = format!(r#"{{"size":[2,3],"counts":"{}"}}"#, rle.to_compressed());
         assert_eq!(json, expected);
         let back: CocoSegmentation = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.to_rle().unwrap().unwrap(), rle);
+        assert_eq!(back.to_rle(m.size()).unwrap(), rle);
         let un: CocoSegmentation =
             serde_json::from_str(r#"{"size":[2,3],"counts":[2,1,1,2]}"#).unwrap();
-        assert_eq!(un.to_rle().unwrap().unwrap().decode(), m);
-        let poly: CocoSegmentation = serde_json::from_str("[[0,0,1,0,1,1]]").unwrap();
-        assert!(poly.to_rle().is_none());
+        assert_eq!(un.to_rle(m.size()).unwrap().decode(), m);
+        let err = un.to_rle(ImageSize::new(3, 2)).unwrap_err().to_string();
+        assert!(err.contains("2x3") && err.contains("3x2"), "{err}");
+    }
+
+    /// Polygons rasterized as pycocotools does: `mask.decode(mask.merge(mask.frPyObjects(polys,
+    /// 5, 6)))` gives these rows (pycocotools 2.0.11), and the compressed RLE is its string.
+    #[test]
+    fn polygons_rasterize_as_pycocotools() {
+        let seg: CocoSegmentation =
+            serde_json::from_str("[[1,1,4,1,4,3,1,3],[0.5,3.6,2.2,4.9,0,4.9]]").unwrap();
+        let rle = seg.to_rle(ImageSize::new(5, 6)).unwrap();
+        #[rustfmt::skip]
+        let expected = [
+            0, 0, 0, 0, 0, 0,
+            0, 1, 1, 1, 0, 0,
+            0, 1, 1, 1, 0, 0,
+            0, 0, 0, 0, 0, 0,
+            1, 1, 0, 0, 0, 0,
+        ];
+        assert_eq!(rle.decode().data(), expected);
+        assert_eq!(rle.to_compressed(), "41110O01209");
+        let empty: CocoSegmentation = serde_json::from_str("[]").unwrap();
+        assert_eq!(empty.to_rle(ImageSize::new(5, 6)).unwrap().area(), 0);
     }
 }

@@ -420,8 +420,8 @@ pub fn prepare_masks(
 
 /// The instance masks of a COCO-format split, aligned with `dataset.records` (the same
 /// annotations [`CocoDetDataset::load`] keeps, in the same order; checked box by box).
-/// Segmentations must be RLE (compressed or not), as `pvt synth` writes them; polygons are
-/// reported as an error (no rasteriser yet).
+/// Segmentations may be polygons (rasterized as pycocotools' `annToRLE` does, like most of
+/// COCO's own annotations) or RLE, compressed or not, as `pvt synth` writes them.
 pub fn load_instance_masks(dataset: &CocoDetDataset) -> Result<Vec<Vec<Rle>>> {
     let path = &dataset.ann_file;
     let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -456,22 +456,9 @@ pub fn load_instance_masks(dataset: &CocoDetDataset) -> Result<Vec<Vec<Rle>>> {
             if index_of(a.category_id).is_none() || a.iscrowd != 0 {
                 continue;
             }
-            let rle = match a.segmentation.to_rle() {
-                Some(r) => r.with_context(|| format!("annotation {}", a.id))?,
-                None => bail!(
-                    "{}: annotation {} has a polygon segmentation; Mask R-CNN training reads \
-                     RLE masks only",
-                    path.display(),
-                    a.id
-                ),
-            };
-            ensure!(
-                rle.size() == rec.size,
-                "annotation {}: mask {:?}, image {:?}",
-                a.id,
-                rle.size(),
-                rec.size
-            );
+            let rle = a.segmentation.to_rle(rec.size).with_context(|| {
+                format!("{}: segmentation of annotation {}", path.display(), a.id)
+            })?;
             boxes.push([x1 as f32, y1 as f32, (x1 + bw) as f32, (y1 + bh) as f32]);
             masks.push(rle);
         }

@@ -357,6 +357,48 @@ fn mask_loader_resizes_and_flips_masks_with_the_boxes() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// COCO polygons are read as pycocotools' `annToRLE` rasterizes them: every synthetic
+/// annotation rewritten as the polygon of its (integer) box becomes exactly the box's pixels
+/// `[x1, x2) x [y1, y2)` (pycocotools' result for integer corners); a polygon that is not
+/// numbers is an error naming the file.
+#[test]
+fn instance_masks_from_polygons() {
+    let dir = common::synth_dataset("mask-rcnn-polygons", 2, (64, 80), 0.0);
+    let ann = dir.join("annotations/instances_train.json");
+    let mut coco: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ann).unwrap()).unwrap();
+    for a in coco["annotations"].as_array_mut().unwrap() {
+        let b: Vec<f64> = serde_json::from_value(a["bbox"].clone()).unwrap();
+        let (x2, y2) = (b[0] + b[2], b[1] + b[3]);
+        a["segmentation"] = serde_json::json!([[b[0], b[1], x2, b[1], x2, y2, b[0], y2]]);
+    }
+    std::fs::write(&ann, serde_json::to_string(&coco).unwrap()).unwrap();
+    let data = CocoDetDataset::from_dir(&dir, "train", true).unwrap();
+    let masks = pvt_train::mask_rcnn::load_instance_masks(&data).unwrap();
+    let mut n = 0;
+    for (rec, m) in data.records.iter().zip(&masks) {
+        assert_eq!(m.len(), rec.boxes.len());
+        for (rle, b) in m.iter().zip(&rec.boxes) {
+            let mask = rle.decode();
+            assert_eq!(tight_box(&mask), *b);
+            assert_eq!(rle.area() as f32, (b[2] - b[0]) * (b[3] - b[1]));
+            n += 1;
+        }
+    }
+    assert!(n >= 4);
+    coco["annotations"][0]["segmentation"] = serde_json::json!([[1.0, 2.0, "x", 3.0]]);
+    std::fs::write(&ann, serde_json::to_string(&coco).unwrap()).unwrap();
+    let err = CocoDetDataset::from_dir(&dir, "train", true)
+        .map(|d| pvt_train::mask_rcnn::load_instance_masks(&d))
+        .err()
+        .map(|e| format!("{e:#}"));
+    assert!(
+        err.is_some_and(|e| e.contains("instances_train.json")),
+        "bad polygon accepted"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Two synthetic 128x128 images with their masks from the COCO file: AdamW on the whole loss
 /// (samplers keyed by the step) brings the loss down at least 3x.
 #[test]

@@ -39,9 +39,29 @@ pub use accumulate::Accumulated;
 pub use load::{load_pair, CocoGt, CocoResults};
 pub use stats::CocoStats;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Context, Result};
 use hotcoco::COCOeval;
 use std::collections::HashMap;
+
+/// The mask of a COCO polygon segmentation (the union of its parts, each a flat
+/// `[x0, y0, x1, y1, ...]` list) on an image of `size`, exactly as pycocotools rasterizes it
+/// (`annToRLE`: `frPyObjects` then `merge`; maskApi's `rleFrPoly`). An empty list is an empty
+/// mask; a part with fewer than three points adds nothing.
+pub fn polygons_to_rle(polys: &[Vec<f64>], size: pvt_types::ImageSize) -> Result<pvt_types::Rle> {
+    let (h, w) = (size.height as u64, size.width as u64);
+    ensure!(
+        h > 0 && w > 0 && h * w <= u64::from(u32::MAX),
+        "cannot rasterize polygons on a {}x{} (HxW) image",
+        size.height,
+        size.width
+    );
+    if let Some(bad) = polys.iter().flatten().find(|v| !v.is_finite()) {
+        bail!("polygon coordinate {bad} is not finite");
+    }
+    let counts = raster::fr_polys(polys, h as u32, w as u32)
+        .context("the polygon parts could not be merged")?;
+    Ok(pvt_types::Rle::new(size, counts)?)
+}
 
 /// What is compared: boxes or masks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
