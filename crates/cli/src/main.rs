@@ -5,6 +5,7 @@
 //! `eval` (COCO AP and ADE20K mIoU on result files), `synth` (the synthetic shapes dataset).
 
 mod backbone_cmd;
+mod bench_train_cmd;
 mod bench_util;
 mod demo_cmd;
 mod detect_cmd;
@@ -61,6 +62,8 @@ enum Cmd {
     InferSeg(segment_cmd::InferSegArgs),
     /// Time segmenters end to end on synthetic images (random weights; see BENCHMARKS.md).
     BenchSegment(segment_cmd::BenchSegmentArgs),
+    /// Time training steps of a training config on a fixed random batch (see BENCHMARKS.md).
+    BenchTrain(bench_train_cmd::BenchTrainArgs),
     /// Evaluate results: COCO AP (bbox, segm) or ADE20K mIoU.
     #[command(subcommand)]
     Eval(eval_cmd::EvalCmd),
@@ -104,6 +107,7 @@ fn main() {
         Cmd::Segment(a) => segment_cmd::segment(a),
         Cmd::InferSeg(a) => segment_cmd::infer_seg(a),
         Cmd::BenchSegment(a) => segment_cmd::bench_segment(a),
+        Cmd::BenchTrain(a) => bench_train_cmd::bench_train(a),
         Cmd::Eval(c) => eval_cmd::run(c),
         Cmd::Synth(a) => synth_cmd::synth(a),
         Cmd::Train(a) => train_cmd::run(a),
