@@ -4,9 +4,10 @@
 #   2. RetinaNet-PVT trained on it from scratch (assets/configs/retinanet_pvt_synth_demo.json,
 #      18 epochs), then fine-tuned from those weights (`--load-from`,
 #      retinanet_pvt_synth_demo_ft.json, 4 epochs at a lower rate); Semantic FPN-PVT with its
-#      backbone initialised from the detector's after epoch 9 (`--init`,
-#      fpn_pvt_synth_demo.json, 10 epochs), then fine-tuned likewise (fpn_pvt_synth_demo_ft.json,
-#      8 epochs). Every run resumes when interrupted.
+#      backbone initialised from the fine-tuned detector's (`--init`, fpn_pvt_synth_demo.json,
+#      40 epochs), then fine-tuned from those weights at 1.5x the image scale, which it is also
+#      tested at (`--load-from`, fpn_pvt_synth_demo_ft.json, 16 epochs). Every run resumes when
+#      interrupted.
 #   3. the weights exported as f16 safetensors with their run configs into assets/demo/,
 #   4. the shipped (f16) models scored on an independent held-out set (500 images, seed 1):
 #      COCO box AP with `pvt infer --eval`, mIoU with `pvt infer-seg --gt-dir`.
@@ -34,8 +35,8 @@ train() { # NAME CONFIG [pvt train options...]
 }
 if [ "${SKIP_TRAIN:-0}" != 1 ]; then
   train retinanet retinanet_pvt_synth_demo.json
-  train fpn fpn_pvt_synth_demo.json --init "$WORK/retinanet/epoch_9.safetensors"
   train retinanet_ft retinanet_pvt_synth_demo_ft.json --load-from "$WORK/retinanet/model.safetensors"
+  train fpn fpn_pvt_synth_demo.json --init "$WORK/retinanet_ft/model.safetensors"
   train fpn_ft fpn_pvt_synth_demo_ft.json --load-from "$WORK/fpn/model.safetensors"
 fi
 
