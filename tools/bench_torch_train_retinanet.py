@@ -38,16 +38,14 @@ tools/requirements-fixtures.txt) and tools/_ref/det_pvt.py (tools/pvt_official.p
 import argparse
 import json
 import os
-import resource
 import sys
-import time
 import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from bench_torch_train_semantic_fpn import (  # noqa: E402
-    _proc_status_mib, freeze_stages, official_backbone, random_images, u01)
+    _proc_status_mib, freeze_stages, official_backbone, random_images, time_steps, u01)
 
 PER_IMAGE = 3
 ANCHOR_CFG = dict(type="AnchorGenerator", octave_base_scale=4, scales_per_octave=3, ratios=[0.5, 1.0, 2.0],
@@ -160,15 +158,7 @@ def run(args):
         optimizer.step()
         return loss.item()
 
-    rss_before = _proc_status_mib("VmRSS")
-    times, losses = [], []
-    for i in range(args.warmup + max(args.iters, 1)):
-        t0 = time.perf_counter()
-        losses.append(step())
-        dt = time.perf_counter() - t0
-        if i >= args.warmup:
-            times.append(dt)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rec = time_steps(step, args, batch, h, w, model, params, grad_clip, lr, wd)
 
     # positives of the batch (after timing), for comparison with ours
     with torch.no_grad():
@@ -178,34 +168,15 @@ def run(args):
         for a, v, g, m in zip(anchors, valid, gts, metas):
             res = head._get_targets_single(torch.cat(a), torch.cat(v), g, m)
             num_pos[0] += len(res[4])
-    med = sorted(times)[len(times) // 2]  # as pvt bench-train (the upper median of an even count)
     return {
+        **rec,
         "impl": "pytorch (official PVT + mmdet 3.3 FPN/RetinaHead loss, AdamW, clip_grad_norm_)",
         "family": "retinanet",
-        "config": args.config,
-        "batch": batch,
-        "size": [h, w],
-        "warmup": args.warmup,
-        "iters": len(times),
-        "median_s": med,
-        "min_s": min(times),
-        "images_per_s": batch / med,
-        "times_s": times,
-        "loss_first": losses[0],
-        "loss": losses[-1],
-        "params": sum(p.numel() for p in model.parameters()),
-        "trainable_params": sum(p.numel() for p in params),
-        "grad_clip": grad_clip,
-        "lr": lr,
-        "weight_decay": wd,
-        "threads": args.threads,
         "num_classes": k,
         "boxes_per_image": PER_IMAGE,
         "num_pos": num_pos[0],
         "box_coord_sum": float(sum(float(b.astype(np.float64).sum()) for b in boxes)),
         "label_sum": int(sum(int(l.sum()) for l in labels)),
-        "peak_rss_mib": round(peak_kib / 1024.0, 1),
-        "rss_before_mib": round(rss_before, 1),
         "rss_after_imports_mib": round(rss_imports, 1),
         "torch": torch.__version__,
         "mmdet": mmdet.__version__,

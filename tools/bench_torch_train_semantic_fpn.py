@@ -102,6 +102,42 @@ def freeze_stages(backbone, n):
                 p.requires_grad_(False)
 
 
+def time_steps(step, args, batch, h, w, model, params, grad_clip, lr, wd):
+    """Run `step` (one training step returning the loss) `args.warmup` times untimed, then
+    `args.iters` times timed; the JSON fields both training benchmarks report."""
+    rss_before = _proc_status_mib("VmRSS")
+    times, losses = [], []
+    for i in range(args.warmup + max(args.iters, 1)):
+        t0 = time.perf_counter()
+        losses.append(step())
+        dt = time.perf_counter() - t0
+        if i >= args.warmup:
+            times.append(dt)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    med = sorted(times)[len(times) // 2]  # as pvt bench-train (the upper median of an even count)
+    return {
+        "config": args.config,
+        "batch": batch,
+        "size": [h, w],
+        "warmup": args.warmup,
+        "iters": len(times),
+        "median_s": med,
+        "min_s": min(times),
+        "images_per_s": batch / med,
+        "times_s": times,
+        "loss_first": losses[0],
+        "loss": losses[-1],
+        "params": sum(p.numel() for p in model.parameters()),
+        "trainable_params": sum(p.numel() for p in params),
+        "grad_clip": grad_clip,
+        "lr": lr,
+        "weight_decay": wd,
+        "threads": args.threads,
+        "peak_rss_mib": round(peak_kib / 1024.0, 1),
+        "rss_before_mib": round(rss_before, 1),
+    }
+
+
 def run(args):
     load_start = os.getloadavg()[0]
     import numpy as np
@@ -172,42 +208,15 @@ def run(args):
         optimizer.step()
         return loss.item()
 
-    rss_before = _proc_status_mib("VmRSS")
-    times, losses = [], []
-    for i in range(args.warmup + max(args.iters, 1)):
-        t0 = time.perf_counter()
-        losses.append(step())
-        dt = time.perf_counter() - t0
-        if i >= args.warmup:
-            times.append(dt)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    med = sorted(times)[len(times) // 2]  # as pvt bench-train (the upper median of an even count)
+    rec = time_steps(step, args, batch, h, w, model, params, grad_clip, lr, wd)
     return {
+        **rec,
         "impl": "pytorch (official PVT + mmseg FPN/FPNHead, AdamW, clip_grad_norm_)",
         "family": "semantic_fpn",
-        "config": args.config,
-        "batch": batch,
-        "size": [h, w],
-        "warmup": args.warmup,
-        "iters": len(times),
-        "median_s": med,
-        "min_s": min(times),
-        "images_per_s": batch / med,
-        "times_s": times,
-        "loss_first": losses[0],
-        "loss": losses[-1],
-        "params": sum(p.numel() for p in model.parameters()),
-        "trainable_params": sum(p.numel() for p in params),
-        "grad_clip": grad_clip,
-        "lr": lr,
-        "weight_decay": wd,
-        "threads": args.threads,
         "num_classes": k,
         "avg_non_ignore": avg_non_ignore,
         "label_sum": int(lab.sum()),
         "ignored_pixels": int((lab == 255).sum()),
-        "peak_rss_mib": round(peak_kib / 1024.0, 1),
-        "rss_before_mib": round(rss_before, 1),
         "rss_after_imports_mib": round(rss_imports, 1),
         "torch": torch.__version__,
         "mmseg": mmseg.__version__,
