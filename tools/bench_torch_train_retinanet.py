@@ -35,7 +35,6 @@ tools/requirements-fixtures.txt) and tools/_ref/det_pvt.py (tools/pvt_official.p
         --config assets/configs/retinanet_pvt_synth_demo.json --iters 10 --warmup 2
 """
 
-import argparse
 import json
 import os
 import sys
@@ -45,7 +44,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from bench_torch_train_semantic_fpn import (  # noqa: E402
-    _proc_status_mib, freeze_stages, official_backbone, random_images, time_steps, u01)
+    _proc_status_mib, freeze_stages, official_backbone, parse_args, random_images, time_steps,
+    u01)
 
 PER_IMAGE = 3
 ANCHOR_CFG = dict(type="AnchorGenerator", octave_base_scale=4, scales_per_octave=3, ratios=[0.5, 1.0, 2.0],
@@ -158,7 +158,8 @@ def run(args):
         optimizer.step()
         return loss.item()
 
-    rec = time_steps(step, args, batch, h, w, model, params, grad_clip, lr, wd)
+    rec = time_steps(step, args, batch, h, w, model, params, grad_clip, lr, wd,
+                     (load_start, rss_imports))
 
     # positives of the batch (after timing), for comparison with ours
     with torch.no_grad():
@@ -177,24 +178,13 @@ def run(args):
         "num_pos": num_pos[0],
         "box_coord_sum": float(sum(float(b.astype(np.float64).sum()) for b in boxes)),
         "label_sum": int(sum(int(l.sum()) for l in labels)),
-        "rss_after_imports_mib": round(rss_imports, 1),
-        "torch": torch.__version__,
         "mmdet": mmdet.__version__,
-        "loadavg_1m_start": round(load_start, 2),
-        "loadavg_1m_end": round(os.getloadavg()[0], 2),
     }
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True, help="RetinaNet training config (JSON)")
-    ap.add_argument("--batch", type=int, help="images per step (default: the config's batch size)")
-    ap.add_argument("--size", help="HxW, multiples of 32 (default: the config's train scale, short x long)")
-    ap.add_argument("--iters", type=int, default=10, help="timed steps")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    ap.add_argument("--seed", type=int, default=0, help="torch seed (weights)")
-    print(json.dumps(run(ap.parse_args())), flush=True)
+    args = parse_args('RetinaNet training config (JSON)', "HxW, multiples of 32 (default: the config's train scale, short x long)", 'torch seed (weights)')
+    print(json.dumps(run(args)), flush=True)
 
 
 if __name__ == "__main__":

@@ -102,9 +102,12 @@ def freeze_stages(backbone, n):
                 p.requires_grad_(False)
 
 
-def time_steps(step, args, batch, h, w, model, params, grad_clip, lr, wd):
+def time_steps(step, args, batch, h, w, model, params, grad_clip, lr, wd, start):
     """Run `step` (one training step returning the loss) `args.warmup` times untimed, then
-    `args.iters` times timed; the JSON fields both training benchmarks report."""
+    `args.iters` times timed; the JSON fields both training benchmarks report. `start`:
+    (1-minute load average, RSS MiB) taken after the imports."""
+    import torch  # already imported by the caller, after its thread settings
+
     rss_before = _proc_status_mib("VmRSS")
     times, losses = [], []
     for i in range(args.warmup + max(args.iters, 1)):
@@ -135,7 +138,25 @@ def time_steps(step, args, batch, h, w, model, params, grad_clip, lr, wd):
         "threads": args.threads,
         "peak_rss_mib": round(peak_kib / 1024.0, 1),
         "rss_before_mib": round(rss_before, 1),
+        "rss_after_imports_mib": round(start[1], 1),
+        "torch": torch.__version__,
+        "loadavg_1m_start": round(start[0], 2),
+        "loadavg_1m_end": round(os.getloadavg()[0], 2),
     }
+
+
+def parse_args(config_help, size_help, seed_help):
+    """The command line both training benchmarks take."""
+    ap = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True, help=config_help)
+    ap.add_argument("--batch", type=int, help="images per step (default: the config's batch size)")
+    ap.add_argument("--size", help=size_help)
+    ap.add_argument("--iters", type=int, default=10, help="timed steps")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    ap.add_argument("--seed", type=int, default=0, help=seed_help)
+    return ap.parse_args()
 
 
 def run(args):
@@ -208,7 +229,8 @@ def run(args):
         optimizer.step()
         return loss.item()
 
-    rec = time_steps(step, args, batch, h, w, model, params, grad_clip, lr, wd)
+    rec = time_steps(step, args, batch, h, w, model, params, grad_clip, lr, wd,
+                     (load_start, rss_imports))
     return {
         **rec,
         "impl": "pytorch (official PVT + mmseg FPN/FPNHead, AdamW, clip_grad_norm_)",
@@ -218,23 +240,14 @@ def run(args):
         "label_sum": int(lab.sum()),
         "ignored_pixels": int((lab == 255).sum()),
         "rss_after_imports_mib": round(rss_imports, 1),
-        "torch": torch.__version__,
         "mmseg": mmseg.__version__,
         "loadavg_1m_start": round(load_start, 2),
-        "loadavg_1m_end": round(os.getloadavg()[0], 2),
     }
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True, help="segmenter training config (JSON)")
-    ap.add_argument("--batch", type=int, help="images per step (default: the config's batch size)")
-    ap.add_argument("--size", help="HxW, multiples of 32 (default: the config's crop)")
-    ap.add_argument("--iters", type=int, default=10, help="timed steps")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    ap.add_argument("--seed", type=int, default=0, help="torch seed (weights, dropout)")
-    print(json.dumps(run(ap.parse_args())), flush=True)
+    args = parse_args('segmenter training config (JSON)', "HxW, multiples of 32 (default: the config's crop)", 'torch seed (weights, dropout)')
+    print(json.dumps(run(args)), flush=True)
 
 
 if __name__ == "__main__":
