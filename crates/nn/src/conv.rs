@@ -117,9 +117,11 @@ impl Conv2d {
             })?
         };
         let wm = self.weight.reshape((o, c * k * k))?;
-        let y = wm.broadcast_matmul(&cols)?.reshape((b, o, ho, wo))?;
+        let y = crate::channel::broadcast_left(&wm, b)?
+            .matmul(&cols)?
+            .reshape((b, o, ho, wo))?;
         match &self.bias {
-            Some(bias) => y.broadcast_add(&bias.reshape((1, o, 1, 1))?),
+            Some(bias) => crate::channel::add_bias(&y, bias, 1),
             None => Ok(y),
         }
     }

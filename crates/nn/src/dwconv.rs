@@ -117,8 +117,8 @@ impl DepthwiseConv3x3 {
             // separate differentiable ops
             let z = x
                 .contiguous()?
-                .apply_op2(&self.weight.to_dtype(DType::F32)?, DwTrainOp)?
-                .broadcast_add(&self.bias.to_dtype(DType::F32)?)?;
+                .apply_op2(&self.weight.to_dtype(DType::F32)?, DwTrainOp)?;
+            let z = crate::channel::add_bias(&z, &self.bias.to_dtype(DType::F32)?, 3)?;
             if gelu {
                 crate::ops::gelu_erf(&z)
             } else {

@@ -9,6 +9,8 @@
 //!   records every missing, unexpected or wrong-shaped tensor and reports them all at once.
 //! - [`ops`]: numerics that must match PyTorch and be fast: exact-erf GELU, bilinear resize
 //!   matrices with `align_corners=False`, patch convolutions written as matmuls.
+//! - [`channel`]: per-channel bias and scale (and a `Linear` on them) whose training backward
+//!   sums gradients with a fast contiguous kernel instead of candle's strided reduction.
 //! - [`dwconv`]: depth-wise 3×3 convolution on channels-last maps (PVT v2's convolutional FFN).
 //! - [`image`]: image decoding (EXIF orientation applied), PIL-exact bicubic resizing for the
 //!   ImageNet evaluation transform, normalisation and padding to an [`ImageBatch`].
@@ -18,6 +20,7 @@
 //! This crate knows nothing of PVT, FPN, anchors or datasets.
 #![deny(missing_docs)]
 
+pub mod channel;
 pub mod checkpoint;
 pub mod conv;
 pub mod cv_resize;

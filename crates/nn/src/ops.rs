@@ -95,11 +95,85 @@ impl CustomOp1 for GeluErf {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> candle::Result<Option<Tensor>> {
-        // d/dx [x·Φ(x)] = Φ(x) + x·φ(x)
-        let cdf = ((arg * std::f64::consts::FRAC_1_SQRT_2)?.erf()? + 1.0)? * 0.5;
-        let pdf = ((arg.sqr()? * -0.5)?.exp()? * (1.0 / (2.0 * std::f64::consts::PI).sqrt()))?;
-        let d = (cdf? + (arg * pdf)?)?;
-        Ok(Some(grad_res.mul(&d)?))
+        if arg.device().is_cpu() && arg.dtype() == candle::DType::F32 {
+            let g = grad_res.to_dtype(candle::DType::F32)?.contiguous()?;
+            return Ok(Some(arg.contiguous()?.apply_op2_no_bwd(&g, &GeluErfBwd)?));
+        }
+        gelu_erf_grad_composite(arg, grad_res).map(Some)
+    }
+}
+
+/// `grad · GELU'(x)` with candle ops (any device), `GELU'(x) = Φ(x) + x·φ(x)`.
+fn gelu_erf_grad_composite(arg: &Tensor, grad_res: &Tensor) -> candle::Result<Tensor> {
+    let cdf = ((arg * std::f64::consts::FRAC_1_SQRT_2)?.erf()? + 1.0)? * 0.5;
+    let pdf = ((arg.sqr()? * -0.5)?.exp()? * (1.0 / (2.0 * std::f64::consts::PI).sqrt()))?;
+    let d = (cdf? + (arg * pdf)?)?;
+    grad_res.mul(&d)
+}
+
+/// `grad · GELU'(x)` in one pass (f32, CPU): `(x, grad) -> grad_x`. Replaces about ten candle
+/// ops (each a pass over the tensor and an allocation) in the backward of every MLP.
+struct GeluErfBwd;
+
+#[inline(always)]
+fn gelu_grad_scalar(x: f32, g: f32) -> f32 {
+    // φ(x) = exp(-x²/2)/√(2π)
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    let cdf = 0.5 * (1.0 + erf_f32_fast(x * std::f32::consts::FRAC_1_SQRT_2));
+    g * (cdf + x * INV_SQRT_2PI * (-0.5 * x * x).exp())
+}
+
+/// `xg[i] <- gelu_grad_scalar(xg[i], g[i])`.
+#[inline(always)]
+fn gelu_grad_slice_generic(xg: &mut [f32], g: &[f32]) {
+    xg.iter_mut()
+        .zip(g)
+        .for_each(|(v, &g)| *v = gelu_grad_scalar(*v, g));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gelu_grad_slice_avx2_fma(xg: &mut [f32], g: &[f32]) {
+    // as `gelu_slice_avx2_fma`: hardware FMA for the `mul_add`s of `erf_f32_fast`
+    gelu_grad_slice_generic(xg, g)
+}
+
+fn gelu_grad_slice(xg: &mut [f32], g: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features the function was compiled for.
+        return unsafe { gelu_grad_slice_avx2_fma(xg, g) };
+    }
+    gelu_grad_slice_generic(xg, g)
+}
+
+impl candle::CustomOp2 for GeluErfBwd {
+    fn name(&self) -> &'static str {
+        "pvt-gelu-erf-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            candle::bail!("gelu backward: shapes differ")
+        }
+        let (x, g) = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(g)) => (
+                contiguous_slice(x, l1, "gelu backward")?,
+                contiguous_slice(g, l2, "gelu backward")?,
+            ),
+            _ => candle::bail!("gelu backward: f32 only"),
+        };
+        let mut out = x.to_vec();
+        out.par_chunks_mut(1 << 14)
+            .zip(g.par_chunks(1 << 14))
+            .for_each(|(o, g)| gelu_grad_slice(o, g));
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
 
@@ -359,7 +433,7 @@ impl Module for LayerNorm {
             return candle_nn::ops::layer_norm_slow(x, w, b, self.eps() as f32);
         }
         let xn = x.contiguous()?.apply_op1(Normalize { eps: self.eps() })?;
-        xn.broadcast_mul(w)?.broadcast_add(b)
+        crate::channel::scale_bias(&xn, w, b, xn.rank() - 1)
     }
 }
 
@@ -707,14 +781,18 @@ impl PatchConv {
             .permute((0, 1, 3, 2, 4, 5))?
             .contiguous()?
             .reshape((b, oh * ow, p * p * c))?;
-        let weight = if self.raw.is_variable() {
-            Self::channels_last(&self.raw)?
+        let y = if self.raw.is_variable() {
+            // training: one 2-D matmul (no broadcast weight, whose gradient candle would sum
+            // with its slow strided reduction)
+            let weight = Self::channels_last(&self.raw)?;
+            patches
+                .reshape((b * oh * ow, p * p * c))?
+                .matmul(&weight.t()?)?
+                .reshape((b, oh * ow, ()))?
         } else {
-            self.weight.clone()
+            patches.broadcast_matmul(&self.weight.t()?)?
         };
-        let y = patches
-            .broadcast_matmul(&weight.t()?)?
-            .broadcast_add(&self.bias)?;
+        let y = crate::channel::add_bias(&y, &self.bias, 2)?;
         Ok((y, (oh, ow)))
     }
 }
@@ -895,6 +973,22 @@ mod tests {
             worst = worst.max((num - gx as f64).abs());
         }
         assert!(worst < 1e-5, "GELU gradient error {worst:e}");
+        Ok(())
+    }
+
+    #[test]
+    fn fused_gelu_backward_equals_the_composite_formula() -> candle::Result<()> {
+        let dev = Device::Cpu;
+        let x = (Tensor::randn(0f32, 2., (3, 50, 70), &dev)? + 0.1)?;
+        let g = Tensor::randn(0f32, 1., (3, 50, 70), &dev)?;
+        let fused = x.apply_op2_no_bwd(&g, &GeluErfBwd)?;
+        let want = gelu_erf_grad_composite(&x, &g)?;
+        let d = (fused - want)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
+        assert!(d < 1e-5, "{d}");
         Ok(())
     }
 

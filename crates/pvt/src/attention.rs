@@ -3,7 +3,8 @@
 //! generation and live with each model.
 
 use candle::{Module, Tensor};
-use candle_nn::{linear_b, Linear, VarBuilder};
+use candle_nn::VarBuilder;
+use pvt_nn::channel::{linear_b, Linear};
 use pvt_nn::ops::LayerNorm;
 
 /// A LayerNorm with the given epsilon (`weight`, `bias` under `vb`): candle-nn's fused kernel

@@ -6,7 +6,8 @@
 
 use anyhow::{bail, ensure, Result};
 use candle::{Module, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+use pvt_nn::channel::Linear;
 use pvt_nn::ops::LayerNorm;
 use pvt_nn::ops::{gelu_erf, resize_token_table, PatchConv};
 use pvt_nn::{Backbone, FeaturePyramid, LevelSpec, PyramidSpec};
@@ -96,8 +97,8 @@ impl Block {
             attn: Attention::new(s, qkv_bias, numerics, vb.pp("attn"))?,
             norm2: ln(c, eps, vb.pp("norm2"))?,
             mlp: Mlp {
-                fc1: candle_nn::linear(c, hidden, vb.pp("mlp.fc1"))?,
-                fc2: candle_nn::linear(hidden, c, vb.pp("mlp.fc2"))?,
+                fc1: pvt_nn::channel::linear(c, hidden, vb.pp("mlp.fc1"))?,
+                fc2: pvt_nn::channel::linear(hidden, c, vb.pp("mlp.fc2"))?,
             },
         })
     }
@@ -209,7 +210,7 @@ impl Trunk {
         let (t, hw) = st.proj.forward_nhwc(x_nhwc)?;
         let t = st.norm.forward(&t)?;
         let pos = self.pos_embed(i, hw)?;
-        Ok((t.broadcast_add(&pos)?, hw))
+        Ok((add_positions(&t, &pos)?, hw))
     }
 
     fn run_blocks(&self, i: usize, mut t: Tensor, hw: (usize, usize)) -> Result<Tensor> {
@@ -321,7 +322,7 @@ impl PvtClassifier {
             cls_token: vb.get((1, 1, c), "cls_token")?,
             cls_pos: cls_pos.expect("built with the cls row"),
             norm: ln(c, numerics.norm_eps.block(), vb.pp("norm"))?,
-            head: candle_nn::linear(c, cfg.num_classes, vb.pp("head"))?,
+            head: pvt_nn::channel::linear(c, cfg.num_classes, vb.pp("head"))?,
             in_channels: cfg.in_channels,
         })
     }
@@ -344,7 +345,7 @@ impl PvtClassifier {
         let cls = self.cls_token.broadcast_as((b, 1, c))?;
         let t = Tensor::cat(&[&cls, &t], 1)?;
         let pos = Tensor::cat(&[&self.cls_pos, &self.trunk.pos_embed(last, hw)?], 0)?;
-        let t = t.broadcast_add(&pos)?;
+        let t = add_positions(&t, &pos)?;
         let t = self.trunk.run_blocks(last, t, hw)?;
         let cls_out = self.norm.forward(&t)?.narrow(1, 0, 1)?.squeeze(1)?;
         Ok(self.head.forward(&cls_out)?)
@@ -354,4 +355,11 @@ impl PvtClassifier {
     pub fn probabilities(&self, images: &Tensor) -> Result<Tensor> {
         Ok(candle_nn::ops::softmax(&self.forward(images)?, D::Minus1)?)
     }
+}
+/// Tokens `[B, N, C]` plus a position table of `N·C` values, with the table's gradient summed
+/// over the batch by `pvt_nn::channel::add_bias` (the same values as `broadcast_add`).
+fn add_positions(t: &Tensor, pos: &Tensor) -> candle::Result<Tensor> {
+    let (b, n, c) = t.dims3()?;
+    let flat = pvt_nn::channel::add_bias(&t.reshape((b, n * c))?, &pos.flatten_all()?, 1)?;
+    flat.reshape((b, n, c))
 }

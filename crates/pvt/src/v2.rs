@@ -15,7 +15,8 @@
 
 use anyhow::{ensure, Result};
 use candle::{Module, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+use pvt_nn::channel::Linear;
 use pvt_nn::dwconv::DepthwiseConv3x3;
 use pvt_nn::ops::LayerNorm;
 use pvt_nn::ops::{gelu_erf, PatchConv};
@@ -86,9 +87,8 @@ impl OverlapPatchEmbed {
 
     /// NCHW in; normalised tokens `[B, H'·W', C]` and the grid `(H', W')` out.
     fn forward(&self, x: &Tensor) -> Result<(Tensor, (usize, usize))> {
-        let y = x
-            .conv2d(&self.weight, self.padding, self.stride, 1, 1)?
-            .broadcast_add(&self.bias)?;
+        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        let y = pvt_nn::channel::add_bias(&y, &self.bias, 1)?;
         let (_, _, h, w) = y.dims4()?;
         let t = y.flatten_from(2)?.transpose(1, 2)?.contiguous()?; // B,C,H,W -> B,N,C
         Ok((self.norm.forward(&t)?, (h, w)))
@@ -210,10 +210,10 @@ impl Block {
             attn: Attention::new(s, cfg.kv_reduction, cfg.qkv_bias, eps, vb.pp("attn"))?,
             norm2: ln(c, eps.block(), vb.pp("norm2"))?,
             mlp: Mlp {
-                fc1: candle_nn::linear(c, hidden, vb.pp("mlp.fc1"))?,
+                fc1: pvt_nn::channel::linear(c, hidden, vb.pp("mlp.fc1"))?,
                 relu: cfg.is_linear(),
                 dwconv: DepthwiseConv3x3::new(hidden, vb.pp("mlp.dwconv.dwconv"))?,
-                fc2: candle_nn::linear(hidden, c, vb.pp("mlp.fc2"))?,
+                fc2: pvt_nn::channel::linear(hidden, c, vb.pp("mlp.fc2"))?,
             },
         })
     }
@@ -378,7 +378,7 @@ impl PvtV2Classifier {
         let c = cfg.stages[3].embed_dim;
         Ok(Self {
             trunk,
-            head: candle_nn::linear(c, cfg.num_classes, vb.pp("head"))?,
+            head: pvt_nn::channel::linear(c, cfg.num_classes, vb.pp("head"))?,
         })
     }
 

@@ -12,9 +12,10 @@
 
 use anyhow::{ensure, Result};
 use candle::{Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use pvt_det_ops::nms::{multiclass_nms, ClassBoxes, ClassDetection, MulticlassNmsConfig};
 use pvt_det_ops::{DeltaXywhCoder, ImageMeta};
+use pvt_nn::channel::Linear;
 
 /// `Shared2FCBBoxHead` hyper-parameters (mmdetection's names).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +61,7 @@ pub struct BBoxHead {
 }
 
 fn linear(i: usize, o: usize, vb: VarBuilder) -> Result<Linear> {
-    Ok(candle_nn::linear(i, o, vb)?)
+    Ok(pvt_nn::channel::linear(i, o, vb)?)
 }
 
 impl BBoxHead {
