@@ -48,36 +48,7 @@ impl Geom {
     }
 }
 
-/// Element types of the kernels (sums accumulate in f64).
-trait Elem: Copy + Send + Sync + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> {
-    fn to_f64(self) -> f64;
-    fn from_f64(v: f64) -> Self;
-}
-
-impl Elem for f32 {
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
-}
-
-impl Elem for f64 {
-    fn to_f64(self) -> f64 {
-        self
-    }
-    fn from_f64(v: f64) -> Self {
-        v
-    }
-}
-
-fn slice<'a, T>(v: &'a [T], layout: &Layout, what: &str) -> candle::Result<&'a [T]> {
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| candle::Error::Msg(format!("{what}: input must be contiguous")))?;
-    Ok(&v[start..end])
-}
+use crate::ops::{contiguous_slice as slice, Real as Elem};
 
 fn check_vec(g: Geom, l: &Layout, what: &str) -> candle::Result<()> {
     if l.shape().elem_count() != g.c {
@@ -154,6 +125,54 @@ fn sum_run<T: Elem>(run: &[T]) -> f64 {
     lanes.iter().sum::<f64>() + tail.iter().map(|v| v.to_f64()).sum::<f64>()
 }
 
+type Input<'a> = (&'a CpuStorage, &'a Layout);
+
+/// [`affine`] on candle storages: `x`, optional per-channel scale and bias, all f32 or all f64.
+fn affine_storage(
+    what: &str,
+    g: Geom,
+    x: Input,
+    scale: Option<Input>,
+    bias: Option<Input>,
+) -> candle::Result<CpuStorage> {
+    for (_, l) in scale.iter().chain(bias.iter()) {
+        check_vec(g, l, what)?;
+    }
+    Ok(match x.0 {
+        CpuStorage::F32(_) => {
+            CpuStorage::F32(affine_typed(what, g, x, scale, bias, |s| match s {
+                CpuStorage::F32(v) => Some(v),
+                _ => None,
+            })?)
+        }
+        CpuStorage::F64(_) => {
+            CpuStorage::F64(affine_typed(what, g, x, scale, bias, |s| match s {
+                CpuStorage::F64(v) => Some(v),
+                _ => None,
+            })?)
+        }
+        _ => candle::bail!("{what}: f32 or f64 only"),
+    })
+}
+
+fn affine_typed<'a, T: Elem + 'a>(
+    what: &str,
+    g: Geom,
+    x: Input<'a>,
+    scale: Option<Input<'a>>,
+    bias: Option<Input<'a>>,
+    get: for<'b> fn(&'b CpuStorage) -> Option<&'b Vec<T>>,
+) -> candle::Result<Vec<T>> {
+    let typed = |(s, l): Input<'a>| -> candle::Result<&'a [T]> {
+        match get(s) {
+            Some(v) => slice(v, l, what),
+            None => candle::bail!("{what}: all inputs must have the same dtype"),
+        }
+    };
+    let (scale, bias) = (scale.map(typed).transpose()?, bias.map(typed).transpose()?);
+    Ok(affine(typed(x)?, scale, bias, g))
+}
+
 macro_rules! dispatch {
     ($what:expr, $s:expr, |$v:ident| $f32:expr, $f64:expr) => {
         match $s {
@@ -196,23 +215,7 @@ impl CustomOp2 for Scale {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle::Result<(CpuStorage, Shape)> {
-        let what = "channel scale";
-        check_vec(self.0, l2, what)?;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(s)) => CpuStorage::F32(affine(
-                slice(x, l1, what)?,
-                Some(slice(s, l2, what)?),
-                None,
-                self.0,
-            )),
-            (CpuStorage::F64(x), CpuStorage::F64(s)) => CpuStorage::F64(affine(
-                slice(x, l1, what)?,
-                Some(slice(s, l2, what)?),
-                None,
-                self.0,
-            )),
-            _ => candle::bail!("{what}: f32 or f64 only, both the same"),
-        };
+        let out = affine_storage("channel scale", self.0, (s1, l1), Some((s2, l2)), None)?;
         Ok((out, l1.shape().clone()))
     }
 }
@@ -232,23 +235,7 @@ impl CustomOp2 for BiasAdd {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle::Result<(CpuStorage, Shape)> {
-        let what = "bias add";
-        check_vec(self.0, l2, what)?;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(b)) => CpuStorage::F32(affine(
-                slice(x, l1, what)?,
-                None,
-                Some(slice(b, l2, what)?),
-                self.0,
-            )),
-            (CpuStorage::F64(x), CpuStorage::F64(b)) => CpuStorage::F64(affine(
-                slice(x, l1, what)?,
-                None,
-                Some(slice(b, l2, what)?),
-                self.0,
-            )),
-            _ => candle::bail!("{what}: f32 or f64 only, both the same"),
-        };
+        let out = affine_storage("bias add", self.0, (s1, l1), None, Some((s2, l2)))?;
         Ok((out, l1.shape().clone()))
     }
 
@@ -285,27 +272,7 @@ impl CustomOp3 for ScaleBias {
         l3: &Layout,
     ) -> candle::Result<(CpuStorage, Shape)> {
         let what = "scale and bias";
-        check_vec(self.0, l2, what)?;
-        check_vec(self.0, l3, what)?;
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(s), CpuStorage::F32(b)) => {
-                CpuStorage::F32(affine(
-                    slice(x, l1, what)?,
-                    Some(slice(s, l2, what)?),
-                    Some(slice(b, l3, what)?),
-                    self.0,
-                ))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(s), CpuStorage::F64(b)) => {
-                CpuStorage::F64(affine(
-                    slice(x, l1, what)?,
-                    Some(slice(s, l2, what)?),
-                    Some(slice(b, l3, what)?),
-                    self.0,
-                ))
-            }
-            _ => candle::bail!("{what}: f32 or f64 only, all the same"),
-        };
+        let out = affine_storage(what, self.0, (s1, l1), Some((s2, l2)), Some((s3, l3)))?;
         Ok((out, l1.shape().clone()))
     }
 

@@ -208,7 +208,9 @@ impl Module for GeluErfModule {
 // variable or depends on one.
 
 /// Element types of the CPU kernels below (computed in f64 internally).
-trait Real: Copy + Send + Sync {
+pub(crate) trait Real:
+    Copy + Send + Sync + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self>
+{
     fn to_f64(self) -> f64;
     fn from_f64(v: f64) -> Self;
 }
@@ -231,7 +233,11 @@ impl Real for f64 {
     }
 }
 
-fn contiguous_slice<'a, T>(v: &'a [T], layout: &Layout, what: &str) -> candle::Result<&'a [T]> {
+pub(crate) fn contiguous_slice<'a, T>(
+    v: &'a [T],
+    layout: &Layout,
+    what: &str,
+) -> candle::Result<&'a [T]> {
     let (start, end) = layout
         .contiguous_offsets()
         .ok_or_else(|| candle::Error::Msg(format!("{what}: input must be contiguous")))?;
