@@ -13,7 +13,7 @@ use pvt_backbone::Numerics;
 use pvt_nn::Checkpoint;
 use pvt_types::ImageSize;
 use pvt_zoo::semantic_fpn::{
-    preprocess_seg, seg_map_from_logits, Inference, SegTestConfig, SemanticFpnConfig,
+    preprocess_seg, seg_map_from_logits, Inference, SegAug, SegTestConfig, SemanticFpnConfig,
     SemanticFpnPvt,
 };
 use std::collections::HashMap;
@@ -188,7 +188,7 @@ fn photo_through_the_align_resize_pipeline() {
     check_logits("photo head logits", &head, &f.refs["photo_head_logits"]);
 
     for (tag, test) in [
-        ("photo", test),
+        ("photo", test.clone()),
         (
             "photo_slide",
             SegTestConfig {
@@ -220,6 +220,70 @@ fn photo_through_the_align_resize_pipeline() {
         let map = f.model.segment_with(&img, &test).unwrap();
         assert_eq!(map, seg_map_from_logits(&fin).unwrap());
     }
+}
+
+/// mmseg's multi-scale + flip test (`MultiScaleFlipAug` + `aug_test`) on the photo: the scales,
+/// the mean class probabilities at the original size and the labels.
+#[test]
+fn photo_multi_scale_flip_test() {
+    let f = fixture();
+    let m = &f.manifest["tta"];
+    let refs = candle::safetensors::load(
+        asset("fixtures/semantic_fpn/tta_reference.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let aug = SegAug {
+        ratios: m["ratios"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_f64().unwrap())
+            .collect(),
+        flip: m["flip"].as_bool().unwrap(),
+    };
+    let base = SegTestConfig::ade20k();
+    let passes = m["passes"].as_array().unwrap();
+    assert_eq!(passes.len(), 2 * aug.ratios.len());
+    for (scale, pass) in aug
+        .scales(base.scale)
+        .unwrap()
+        .iter()
+        .zip(passes.iter().step_by(2))
+    {
+        assert_eq!(*scale, hw(&pass["scale"]));
+    }
+    let test = SegTestConfig {
+        aug: Some(aug),
+        ..base
+    };
+    let img = pvt_nn::image::load_rgb(asset("images/chelsea.png")).unwrap();
+    let probs = f.model.image_logits(&img, &test).unwrap();
+    let step = m["row_step"].as_u64().unwrap() as usize;
+    let h = probs.dim(2).unwrap();
+    let rows: Vec<u32> = (0..h).step_by(step).map(|r| r as u32).collect();
+    let idx = Tensor::new(rows.as_slice(), &Device::Cpu).unwrap();
+    check_logits(
+        &format!("multi-scale + flip probabilities (every {step}th row)"),
+        &probs.index_select(&idx, 2).unwrap(),
+        &refs["photo_tta_probs_rows"],
+    );
+    check_labels(
+        "multi-scale + flip labels",
+        &probs,
+        &refs["photo_tta_labels"],
+    );
+    let map = f.model.segment_with(&img, &test).unwrap();
+    assert_eq!(map, seg_map_from_logits(&probs).unwrap());
+    // the flipped passes matter: without them the labels change somewhere
+    let no_flip = SegTestConfig {
+        aug: Some(SegAug {
+            flip: false,
+            ..test.aug.clone().unwrap()
+        }),
+        ..test.clone()
+    };
+    assert_ne!(f.model.segment_with(&img, &no_flip).unwrap(), map);
 }
 
 #[test]

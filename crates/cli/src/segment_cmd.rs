@@ -11,7 +11,7 @@ use pvt_nn::image::load_rgb;
 use pvt_nn::Checkpoint;
 use pvt_train::segmentation::SegTrainConfig;
 use pvt_zoo::semantic_fpn::{
-    ade20k_palette, Inference, SegTestConfig, SemanticFpnConfig, SemanticFpnPvt,
+    ade20k_palette, Inference, SegAug, SegTestConfig, SemanticFpnConfig, SemanticFpnPvt,
 };
 
 /// Which segmenter: a published name or a JSON config.
@@ -37,6 +37,17 @@ pub struct SegCommon {
     /// Sliding-window inference (crop 512, stride 341) instead of whole-image.
     #[arg(long)]
     slide: bool,
+    /// Test-time augmentation as mmseg's `--aug-test`: scale ratios 0.5, 0.75, ..., 1.75, each
+    /// also mirrored, class probabilities averaged.
+    #[arg(long, conflicts_with_all = ["aug_ratios", "flip"])]
+    aug_test: bool,
+    /// Test-time augmentation over these scale ratios of the test scale (comma-separated, e.g.
+    /// 0.75,1,1.25): class probabilities averaged.
+    #[arg(long, value_delimiter = ',', value_name = "R,R,..")]
+    aug_ratios: Vec<f64>,
+    /// Test-time augmentation: add a left-right mirrored pass (at every ratio).
+    #[arg(long)]
+    flip: bool,
 }
 
 struct Segmenter {
@@ -87,6 +98,24 @@ fn load_segmenter(c: &SegCommon) -> Result<Segmenter> {
     eprintln!("{}: {}", c.weights.display(), info.summary());
     if c.slide {
         test.inference = Inference::ADE20K_SLIDE;
+    }
+    test.aug = if c.aug_test {
+        Some(SegAug::mmseg_aug_test())
+    } else if c.flip || !c.aug_ratios.is_empty() {
+        let ratios = if c.aug_ratios.is_empty() {
+            vec![1.0]
+        } else {
+            c.aug_ratios.clone()
+        };
+        Some(SegAug {
+            ratios,
+            flip: c.flip,
+        })
+    } else {
+        None
+    };
+    if let Some(aug) = &test.aug {
+        aug.scales(test.scale)?; // bad ratios are an error before any image is read
     }
     let pal = ade20k_palette();
     let (names, palette) = if cfg.num_classes == 150 && trained_names.is_empty() {

@@ -397,6 +397,52 @@ fn segment_and_infer_seg_with_miou() {
 }
 
 #[test]
+fn segment_with_test_time_augmentation() {
+    let cfg = root()
+        .join("assets/configs/fpn_pvt_mini.json")
+        .display()
+        .to_string();
+    let w = root()
+        .join("assets/fixtures/semantic_fpn/mini_fpn_pvt_f16.pth")
+        .display()
+        .to_string();
+    let run = |name: &str, extra: &[&str]| {
+        let lab = tmp(name);
+        let mut a = vec![
+            "segment".to_string(),
+            "--config".into(),
+            cfg.clone(),
+            "--weights".into(),
+            w.clone(),
+            "--image".into(),
+            chelsea(),
+            "--out".into(),
+            lab.display().to_string(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let (ok, _, err) = pvt(&a);
+        (ok, err, lab)
+    };
+    let (ok, err, plain) = run("tta-plain.png", &[]);
+    assert!(ok, "{err}");
+    let (ok, err, aug) = run("tta-aug.png", &["--aug-ratios", "0.5,1", "--flip"]);
+    assert!(ok, "{err}");
+    let (plain, aug) = (
+        image::open(plain).unwrap().to_luma8(),
+        image::open(aug).unwrap().to_luma8(),
+    );
+    assert_eq!(aug.dimensions(), (451, 300));
+    assert!(aug.pixels().all(|p| p[0] < 8));
+    assert_ne!(plain, aug, "augmentation left every label unchanged");
+    // bad ratios and contradictory flags are errors before any image is read
+    let (ok, err, _) = run("tta-bad.png", &["--aug-ratios", "1,0"]);
+    assert!(!ok && err.contains("ratio 0 must be positive"), "{err}");
+    let (ok, err, _) = run("tta-bad2.png", &["--aug-test", "--flip"]);
+    assert!(!ok && err.contains("cannot be used with"), "{err}");
+}
+
+#[test]
 fn info_recognises_every_pvt_v2_naming() {
     let v2 = |n: &str| {
         root()

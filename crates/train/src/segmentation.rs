@@ -164,6 +164,7 @@ impl SegTrainSettings {
             scale: self.test_scale,
             size_divisor: 32,
             inference: Inference::Whole,
+            aug: None,
         }
     }
 }

@@ -120,7 +120,7 @@ impl Inference {
 }
 
 /// The test pipeline's settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegTestConfig {
     /// `AlignResize` `img_scale` `(long, short)` limits: (2048, 512).
     pub scale: (usize, usize),
@@ -128,6 +128,9 @@ pub struct SegTestConfig {
     pub size_divisor: usize,
     /// Whole-image or sliding-window inference.
     pub inference: Inference,
+    /// Test-time augmentation (mmseg `MultiScaleFlipAug` + `aug_test`); `None`: one pass.
+    #[serde(default)]
+    pub aug: Option<SegAug>,
 }
 
 impl SegTestConfig {
@@ -137,7 +140,55 @@ impl SegTestConfig {
             scale: PVT_ADE20K_SCALE,
             size_divisor: 32,
             inference: Inference::Whole,
+            aug: None,
         }
+    }
+}
+
+/// Test-time augmentation as mmseg's `MultiScaleFlipAug(img_ratios=..., flip=...)` with
+/// `EncoderDecoder.aug_test`: for each ratio `r` the image is resized with the scale
+/// `(int(long·r), int(short·r))` (then `AlignResize` as usual), run as it is and, with `flip`,
+/// mirrored left-right; each pass's logits are resized to the original image, turned into
+/// class probabilities (softmax) and mirrored back, and the label map is the argmax of their
+/// mean.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegAug {
+    /// Scale ratios, in order (mmseg's `--aug-test`: 0.5, 0.75, 1.0, 1.25, 1.5, 1.75).
+    pub ratios: Vec<f64>,
+    /// Add a left-right mirrored pass at every ratio.
+    pub flip: bool,
+}
+
+impl SegAug {
+    /// mmseg's `tools/test.py --aug-test`: six ratios from 0.5 to 1.75, with flips.
+    pub fn mmseg_aug_test() -> Self {
+        Self {
+            ratios: vec![0.5, 0.75, 1.0, 1.25, 1.5, 1.75],
+            flip: true,
+        }
+    }
+
+    /// The `(long, short)` scale limits of each ratio, as mmseg computes them (truncated).
+    pub fn scales(&self, base: (usize, usize)) -> Result<Vec<(usize, usize)>> {
+        ensure!(
+            !self.ratios.is_empty(),
+            "test-time augmentation: no scale ratios"
+        );
+        self.ratios
+            .iter()
+            .map(|&r| {
+                ensure!(
+                    r.is_finite() && r > 0.0,
+                    "test-time augmentation: ratio {r} must be positive"
+                );
+                let s = ((base.0 as f64 * r) as usize, (base.1 as f64 * r) as usize);
+                ensure!(
+                    s.0 > 0 && s.1 > 0,
+                    "test-time augmentation: ratio {r} gives the empty scale {s:?}"
+                );
+                Ok(s)
+            })
+            .collect()
     }
 }
 
@@ -314,6 +365,9 @@ impl SemanticFpnPvt {
 
     /// [`SemanticFpnPvt::segment`] with other test settings (e.g. sliding-window inference).
     pub fn segment_with(&self, img: &RgbImage, test: &SegTestConfig) -> Result<SegMap> {
+        if let Some(aug) = &test.aug {
+            return seg_map_from_logits(&self.aug_probs(img, test, aug)?);
+        }
         let input = preprocess_seg(img, test, &self.device)?;
         let at_input = self.input_logits(&input.pixels, &test.inference)?;
         // the second resize fused with the argmax: same labels as `image_logits` + argmax,
@@ -323,11 +377,48 @@ impl SemanticFpnPvt {
         Ok(SegMap::new(ori, labels)?)
     }
 
-    /// The logits the label map of [`SemanticFpnPvt::segment_with`] is the argmax of:
-    /// `[1, num_classes, h, w]` at the image's size.
+    /// The scores the label map of [`SemanticFpnPvt::segment_with`] is the argmax of:
+    /// `[1, num_classes, h, w]` at the image's size. Logits for a single pass; with test-time
+    /// augmentation ([`SegTestConfig::aug`]) the mean class probabilities, as mmseg's
+    /// `aug_test`.
     pub fn image_logits(&self, img: &RgbImage, test: &SegTestConfig) -> Result<Tensor> {
+        if let Some(aug) = &test.aug {
+            return self.aug_probs(img, test, aug);
+        }
         let input = preprocess_seg(img, test, &self.device)?;
         self.output_logits(&input.pixels, input.ori_shape, &test.inference)
+    }
+
+    /// mmseg `aug_test`: the mean over ratios (and flips) of the softmax of each pass's logits
+    /// at the original size, flipped passes mirrored back.
+    fn aug_probs(&self, img: &RgbImage, test: &SegTestConfig, aug: &SegAug) -> Result<Tensor> {
+        let mut sum: Option<Tensor> = None;
+        let mut passes = 0usize;
+        for scale in aug.scales(test.scale)? {
+            let one = SegTestConfig {
+                scale,
+                aug: None,
+                ..test.clone()
+            };
+            let input = preprocess_seg(img, &one, &self.device)?;
+            for flip in [false, true].into_iter().take(1 + aug.flip as usize) {
+                let px = if flip {
+                    flip_width(&input.pixels)?
+                } else {
+                    input.pixels.clone()
+                };
+                let logits = self.output_logits(&px, input.ori_shape, &test.inference)?;
+                let probs = candle_nn::ops::softmax(&logits, 1)?;
+                let probs = if flip { flip_width(&probs)? } else { probs };
+                sum = Some(match sum {
+                    None => probs,
+                    Some(s) => (s + probs)?,
+                });
+                passes += 1;
+            }
+        }
+        let sum = sum.context("test-time augmentation: no passes")?;
+        Ok((sum / passes as f64)?)
     }
 
     /// `encode_decode`: head logits resized to `size`.
@@ -398,6 +489,14 @@ fn slide_windows(len: usize, crop: usize, stride: usize) -> Vec<(usize, usize)> 
             (end.saturating_sub(crop), end)
         })
         .collect()
+}
+
+/// `[B, C, H, W]` mirrored left-right (mmcv `imflip(direction='horizontal')`).
+fn flip_width(x: &Tensor) -> Result<Tensor> {
+    let w = x.dim(3)?;
+    let idx: Vec<u32> = (0..w as u32).rev().collect();
+    let idx = Tensor::new(idx.as_slice(), x.device())?;
+    Ok(x.index_select(&idx, 3)?)
 }
 
 /// Per-pixel argmax of `[1, K, h, w]` logits as a label map (ties to the lower class index).
