@@ -6,8 +6,9 @@
 #      retinanet_pvt_synth_demo_ft.json, 4 epochs at a lower rate); Semantic FPN-PVT with its
 #      backbone initialised from the fine-tuned detector's (`--init`, fpn_pvt_synth_demo.json,
 #      40 epochs), then fine-tuned from those weights at 1.5x the image scale, which it is also
-#      tested at (`--load-from`, fpn_pvt_synth_demo_ft.json, 16 epochs). Every run resumes when
-#      interrupted.
+#      tested at (`--load-from`, fpn_pvt_synth_demo_ft.json, 16 epochs), and once more from
+#      those weights with the same settings for longer (fpn_pvt_synth_demo_ft2.json, 48 epochs,
+#      the learning rate warmed up and decayed again). Every run resumes when interrupted.
 #   3. the weights exported as f16 safetensors with their run configs into assets/demo/,
 #   4. the shipped (f16) models scored on an independent held-out set (500 images, seed 1):
 #      COCO box AP with `pvt infer --eval`, mIoU with `pvt infer-seg --gt-dir`.
@@ -38,13 +39,14 @@ if [ "${SKIP_TRAIN:-0}" != 1 ]; then
   train retinanet_ft retinanet_pvt_synth_demo_ft.json --load-from "$WORK/retinanet/model.safetensors"
   train fpn fpn_pvt_synth_demo.json --init "$WORK/retinanet_ft/model.safetensors"
   train fpn_ft fpn_pvt_synth_demo_ft.json --load-from "$WORK/fpn/model.safetensors"
+  train fpn_ft2 fpn_pvt_synth_demo_ft2.json --load-from "$WORK/fpn_ft/model.safetensors"
 fi
 
 mkdir -p assets/demo
 $PVT convert "$WORK/retinanet_ft/model.safetensors" assets/demo/retinanet_pvt_synth.safetensors --dtype f16
 cp "$WORK/retinanet_ft/config.json" assets/demo/retinanet_pvt_synth.json
-$PVT convert "$WORK/fpn_ft/model.safetensors" assets/demo/fpn_pvt_synth.safetensors --dtype f16
-cp "$WORK/fpn_ft/config.json" assets/demo/fpn_pvt_synth.json
+$PVT convert "$WORK/fpn_ft2/model.safetensors" assets/demo/fpn_pvt_synth.safetensors --dtype f16
+cp "$WORK/fpn_ft2/config.json" assets/demo/fpn_pvt_synth.json
 
 rm -rf "$WORK/test_dets.json" "$WORK/test_dets.json.partial.jsonl" "$WORK/test_seg"
 $PVT infer --config assets/demo/retinanet_pvt_synth.json \
