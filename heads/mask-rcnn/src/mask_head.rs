@@ -12,8 +12,9 @@
 //! `conv_logits` per RoI (a batched dot product instead of the full 1×1 convolution).
 
 use anyhow::{ensure, Result};
-use candle::{Module, Tensor, D};
+use candle::{Module, Tensor};
 use candle_nn::VarBuilder;
+use pvt_nn::channel::{add_bias, broadcast_left};
 use pvt_nn::conv::Conv2d;
 
 /// `FCNMaskHead` hyper-parameters (mmdetection's names).
@@ -143,7 +144,7 @@ impl MaskHead {
             .reshape((n, h, w, o, 2, 2))?
             .permute((0, 3, 1, 4, 2, 5))?
             .reshape((n, o, 2 * h, 2 * w))?;
-        Ok(y.broadcast_add(&self.up_bias)?.relu()?)
+        Ok(add_bias(&y, &self.up_bias, 1)?.relu()?)
     }
 
     /// All `K` mask logits: `[N, K, 2S, 2S]`.
@@ -152,11 +153,8 @@ impl MaskHead {
         let (n, o, h, w) = f.dims4()?;
         let k = self.cfg.num_classes;
         // [N, O, HW] with [K, O] → [N, K, HW]
-        let y = self
-            .logits_weight
-            .broadcast_left(n)?
-            .matmul(&f.reshape((n, o, h * w))?)?
-            .broadcast_add(&self.logits_bias.reshape((1, k, 1))?)?;
+        let y = broadcast_left(&self.logits_weight, n)?.matmul(&f.reshape((n, o, h * w))?)?;
+        let y = add_bias(&y, &self.logits_bias, 1)?;
         Ok(y.reshape((n, k, h, w))?)
     }
 
@@ -187,8 +185,8 @@ impl MaskHead {
         let y = wsel
             .unsqueeze(1)?
             .matmul(&f.reshape((n, o, h * w))?)? // [N, 1, HW]
-            .squeeze(1)?
-            .broadcast_add(&bsel.unsqueeze(D::Minus1)?)?;
+            .squeeze(1)?;
+        let y = add_bias(&y, &bsel, 0)?; // one bias per RoI
         Ok(y.reshape((n, h, w))?)
     }
 }
