@@ -332,16 +332,18 @@ fn infer_runs_a_split_resumes_and_evaluates() {
     assert_eq!(std::fs::read(&out).unwrap(), first);
 }
 
+/// The mini Semantic FPN's config and weights (the parity fixture).
+fn mini_segmenter() -> (String, String) {
+    let p = |rel: &str| root().join(rel).display().to_string();
+    (
+        p("assets/configs/fpn_pvt_mini.json"),
+        p("assets/fixtures/semantic_fpn/mini_fpn_pvt_f16.pth"),
+    )
+}
+
 #[test]
 fn segment_and_infer_seg_with_miou() {
-    let cfg = root()
-        .join("assets/configs/fpn_pvt_mini.json")
-        .display()
-        .to_string();
-    let w = root()
-        .join("assets/fixtures/semantic_fpn/mini_fpn_pvt_f16.pth")
-        .display()
-        .to_string();
+    let (cfg, w) = mini_segmenter();
     let lab = tmp("label.png");
     let ov = tmp("overlay.png");
     let (ok, _, err) = pvt(&[
@@ -398,14 +400,7 @@ fn segment_and_infer_seg_with_miou() {
 
 #[test]
 fn segment_with_test_time_augmentation() {
-    let cfg = root()
-        .join("assets/configs/fpn_pvt_mini.json")
-        .display()
-        .to_string();
-    let w = root()
-        .join("assets/fixtures/semantic_fpn/mini_fpn_pvt_f16.pth")
-        .display()
-        .to_string();
+    let (cfg, w) = mini_segmenter();
     let run = |name: &str, extra: &[&str]| {
         let lab = tmp(name);
         let mut a = vec![
