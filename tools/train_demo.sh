@@ -56,4 +56,4 @@ $PVT infer --config assets/demo/retinanet_pvt_synth.json \
 $PVT infer-seg --config assets/demo/fpn_pvt_synth.json \
   --weights assets/demo/fpn_pvt_synth.safetensors \
   --images "$WORK/test/images/val" --out-dir "$WORK/test_seg" \
-  --gt-dir "$WORK/test/labels/val" | tee "$WORK/test_miou.txt"
+  --gt-dir "$WORK/test/labels/val" --per-class | tee "$WORK/test_miou.txt"

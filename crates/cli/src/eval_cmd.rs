@@ -185,6 +185,12 @@ fn ade20k(a: &Ade20kArgs) -> Result<String> {
     if a.json {
         return Ok(format!("{}\n", seg_json(&m)?));
     }
+    Ok(seg_report(&m, a.per_class))
+}
+
+/// The text of `pvt eval ade20k`: the summary line and, with `per_class`, mmseg's per-class
+/// IoU / Acc table.
+pub fn seg_report(m: &SegMetrics, per_class: bool) -> String {
     let mut s = format!(
         "aAcc: {:.2}  mIoU: {:.2}  mAcc: {:.2}  ({} images, {} classes; percent, mmseg IoUMetric)\n",
         m.a_acc,
@@ -193,7 +199,7 @@ fn ade20k(a: &Ade20kArgs) -> Result<String> {
         m.images,
         m.per_class.len()
     );
-    if a.per_class {
+    if per_class {
         let width = m
             .per_class
             .iter()
@@ -215,7 +221,7 @@ fn ade20k(a: &Ade20kArgs) -> Result<String> {
             ));
         }
     }
-    Ok(s)
+    s
 }
 
 /// The `--json` text of `pvt eval ade20k`: `aAcc`, `mIoU`, `mAcc` (percent, the float32 values

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle::Device;
 use clap::Args;
-use pvt_eval::ade20k::{ade20k_class_names, save_label_png};
+use pvt_eval::ade20k::{ade20k_class_names, evaluate_dirs, save_label_png, SegConfig};
 use pvt_nn::image::load_rgb;
 use pvt_nn::Checkpoint;
 use pvt_train::segmentation::SegTrainConfig;
@@ -194,6 +194,9 @@ pub struct InferSegArgs {
     /// the --config of a training run says otherwise).
     #[arg(long)]
     gt_dir: Option<PathBuf>,
+    /// With --gt-dir: also print the per-class IoU / Acc table (the run's class names).
+    #[arg(long, requires = "gt_dir")]
+    per_class: bool,
 }
 
 fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -263,16 +266,16 @@ pub fn infer_seg(a: InferSegArgs) -> Result<()> {
         a.out_dir.display()
     );
     if let Some(gt) = &a.gt_dir {
-        crate::eval_cmd::run(crate::eval_cmd::EvalCmd::Ade20k(
-            crate::eval_cmd::Ade20kArgs {
-                gt_dir: gt.clone(),
-                pred_dir: a.out_dir.clone(),
-                reduce_zero_label: s.reduce_zero_label,
-                num_classes: s.names.len(),
-                json: false,
-                per_class: false,
-            },
-        ))?;
+        let n = s.names.len();
+        if n == 0 || n > 255 {
+            bail!("mIoU needs 1..=255 classes (255 is the ignore label), the model has {n}");
+        }
+        let cfg = SegConfig {
+            class_names: s.names.clone(),
+            ..SegConfig::generic(n, s.reduce_zero_label)
+        };
+        let m = evaluate_dirs(gt, &a.out_dir, cfg)?;
+        print!("{}", crate::eval_cmd::seg_report(&m, a.per_class));
     }
     Ok(())
 }

@@ -396,6 +396,17 @@ fn segment_and_infer_seg_with_miou() {
     );
     let (ok, _, err) = pvt(&args);
     assert!(ok && err.contains("0 images run, 1 resumed"), "{err}");
+    // the per-class table, with the model's class names
+    let mut with_table = args.to_vec();
+    with_table.push("--per-class");
+    let (ok, stdout, err) = pvt(&with_table);
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains("Class") && stdout.contains("IoU"),
+        "{stdout}"
+    );
+    let rows = stdout.lines().filter(|l| l.starts_with("class ")).count();
+    assert_eq!(rows, 8, "{stdout}");
 }
 
 #[test]
