@@ -238,28 +238,49 @@ impl Im2Col {
             .filter(|&i| i < len)
     }
 
+    /// The outputs `o` in `0..n_out` whose input index `o·stride + t − pad` lies in `0..len`:
+    /// a range `lo..hi`, and the input index of `lo`.
+    #[inline(always)]
+    fn valid(&self, t: usize, len: usize, n_out: usize) -> (usize, usize, usize) {
+        let s = self.stride;
+        // o·s + t ≥ pad  and  o·s + t < len + pad
+        let lo = self.pad.saturating_sub(t).div_ceil(s);
+        let hi = (len + self.pad).saturating_sub(t).div_ceil(s).min(n_out);
+        let lo = lo.min(hi);
+        (lo, hi, (lo * s + t).saturating_sub(self.pad))
+    }
+
     fn fwd<T: Copy + Default + Send + Sync>(
         &self,
         x: &[T],
         (b, c, h, w): (usize, usize, usize, usize),
     ) -> candle::Result<Vec<T>> {
         let (ho, wo) = self.out_hw(h, w)?;
-        let kk = self.k * self.k;
+        let (k, s) = (self.k, self.stride);
+        let kk = k * k;
         let mut out = vec![T::default(); b * c * kk * ho * wo];
         out.par_chunks_mut(kk * ho * wo)
             .zip(x.par_chunks(h * w))
             .for_each(|(dst, plane)| {
-                for ky in 0..self.k {
-                    for kx in 0..self.k {
-                        let row = &mut dst[(ky * self.k + kx) * ho * wo..][..ho * wo];
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let row = &mut dst[(ky * k + kx) * ho * wo..][..ho * wo];
+                        let (x0, x1, ix0) = self.valid(kx, w, wo);
+                        if x0 == x1 {
+                            continue;
+                        }
                         for oy in 0..ho {
                             let Some(iy) = self.src(oy, ky, h) else {
                                 continue;
                             };
-                            for ox in 0..wo {
-                                if let Some(ix) = self.src(ox, kx, w) {
-                                    row[oy * wo + ox] = plane[iy * w + ix];
-                                }
+                            let d = &mut row[oy * wo + x0..oy * wo + x1];
+                            let src = &plane[iy * w + ix0..(iy + 1) * w];
+                            if s == 1 {
+                                d.copy_from_slice(&src[..d.len()]);
+                            } else {
+                                d.iter_mut()
+                                    .zip(src.iter().step_by(s))
+                                    .for_each(|(o, v)| *o = *v);
                             }
                         }
                     }
@@ -276,20 +297,27 @@ impl Im2Col {
         let (ho, wo) = self.out_hw(h, w)?;
         let kk = self.k * self.k;
         let mut out = vec![T::default(); b * c * h * w];
+        let (k, s) = (self.k, self.stride);
         out.par_chunks_mut(h * w)
             .zip(g.par_chunks(kk * ho * wo))
             .for_each(|(plane, src)| {
-                for ky in 0..self.k {
-                    for kx in 0..self.k {
-                        let row = &src[(ky * self.k + kx) * ho * wo..][..ho * wo];
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let row = &src[(ky * k + kx) * ho * wo..][..ho * wo];
+                        let (x0, x1, ix0) = self.valid(kx, w, wo);
+                        if x0 == x1 {
+                            continue;
+                        }
                         for oy in 0..ho {
                             let Some(iy) = self.src(oy, ky, h) else {
                                 continue;
                             };
-                            for ox in 0..wo {
-                                if let Some(ix) = self.src(ox, kx, w) {
-                                    plane[iy * w + ix] += row[oy * wo + ox];
-                                }
+                            let g = &row[oy * wo + x0..oy * wo + x1];
+                            let d = &mut plane[iy * w + ix0..(iy + 1) * w];
+                            if s == 1 {
+                                d[..g.len()].iter_mut().zip(g).for_each(|(o, v)| *o += *v);
+                            } else {
+                                d.iter_mut().step_by(s).zip(g).for_each(|(o, v)| *o += *v);
                             }
                         }
                     }
@@ -436,6 +464,63 @@ mod tests {
             diff <= 1e-5 * scale.max(1.0),
             "b{b} c{c} o{o} k{k} p{p} {h}x{w}: {diff}"
         );
+    }
+
+    /// The row-wise im2col / col2im kernels against a per-element reference, over kernel sizes,
+    /// strides, paddings (wider than the kernel too) and sides down to 1.
+    #[test]
+    fn im2col_and_col2im_equal_the_per_element_definition() {
+        for k in [1usize, 2, 3, 5] {
+            for stride in [1usize, 2, 3] {
+                for pad in [0usize, 1, 2, 6] {
+                    for (h, w) in [(1usize, 1usize), (4, 7), (9, 5), (6, 6)] {
+                        let op = Im2Col { k, stride, pad };
+                        let Ok((ho, wo)) = op.out_hw(h, w) else {
+                            continue;
+                        };
+                        let (b, c) = (2, 3);
+                        let x: Vec<f64> = (0..b * c * h * w)
+                            .map(|i| (i as f64 * 0.37).sin())
+                            .collect();
+                        let got = op.fwd(&x, (b, c, h, w)).unwrap();
+                        let mut want = vec![0f64; b * c * k * k * ho * wo];
+                        let g: Vec<f64> =
+                            (0..want.len()).map(|i| (i as f64 * 0.11).cos()).collect();
+                        let mut want_back = vec![0f64; x.len()];
+                        for (bc, (cols, plane)) in want
+                            .chunks_mut(k * k * ho * wo)
+                            .zip(x.chunks(h * w))
+                            .enumerate()
+                        {
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    for oy in 0..ho {
+                                        for ox in 0..wo {
+                                            let (iy, ix) = (oy * stride + ky, ox * stride + kx);
+                                            if iy < pad
+                                                || ix < pad
+                                                || iy - pad >= h
+                                                || ix - pad >= w
+                                            {
+                                                continue;
+                                            }
+                                            let (iy, ix) = (iy - pad, ix - pad);
+                                            let r = ((ky * k + kx) * ho + oy) * wo + ox;
+                                            cols[r] = plane[iy * w + ix];
+                                            want_back[bc * h * w + iy * w + ix] +=
+                                                g[bc * k * k * ho * wo + r];
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        let case = format!("k{k} s{stride} p{pad} {h}x{w}");
+                        assert_eq!(got, want, "{case}");
+                        assert_eq!(op.bwd_host(&g, (b, c, h, w)).unwrap(), want_back, "{case}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
