@@ -13,6 +13,8 @@
 //!    the original image size; per-pixel argmax (the reference takes a softmax first, which only
 //!    matters where the two best logits are equal to float precision; ties go to the lower class
 //!    index here).
+//! 5. optionally, mmseg's multi-scale + flip test ([`SegAug`], `tools/test.py --aug-test`): the
+//!    argmax of the mean softmax over rescaled and mirrored passes.
 //!
 //! Checkpoints: the official PVT-seg releases (mmseg `save_checkpoint`: a `state_dict` with
 //! `backbone.*` in the official PVT naming, `neck.*`, `decode_head.*`). The configs have no
