@@ -1,8 +1,8 @@
 //! Evaluation for the PVT workspace: COCO AP (bbox, segm) equal to pycocotools 2.0.11, and
 //! ADE20K mIoU equal to mmsegmentation 1.x's `IoUMetric`.
 //!
-//! The contract is `shared/reference/coco_eval_semantics.md`; every rule there is either
-//! implemented here (or by hotcoco, which we measured) or fenced and documented.
+//! Every rule of pycocotools' and mmseg's evaluation is either implemented here (or by hotcoco,
+//! which we measured) or fenced and documented where it departs (see [`coco`]).
 //!
 //! Main types:
 //! - [`coco::CocoGt`], [`coco::CocoResults`]: COCO JSON loaded and checked, with errors that
@@ -15,6 +15,8 @@
 //! - [`ade20k`]: label-map mIoU / mAcc / aAcc by mmseg's rule, from PNG folders or
 //!   [`pvt_types::SegMap`]s.
 //! - [`plot`]: precision/recall curves to a PNG.
+//! - [`report`]: the text and JSON reports every entry point prints (pycocotools' summary,
+//!   per-category AP, the mIoU line and mmseg's per-class table).
 //!
 //! What it must not know: tensors (no candle anywhere in its dependency tree), models, or how
 //! detections were produced. It knows the COCO JSON format and the metric definitions, and is the
@@ -27,3 +29,4 @@ pub mod coco;
 mod json_error;
 mod numpy;
 pub mod plot;
+pub mod report;

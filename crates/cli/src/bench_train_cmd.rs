@@ -22,18 +22,19 @@ use anyhow::{bail, ensure, Context, Result};
 use candle::{Device, Tensor};
 use clap::Args;
 use pvt_train::data::Batch;
-use pvt_train::optim::{clip_grad_norm, collect_grads, global_norm, AdamW, AdamWConfig};
+use pvt_train::driver::apply_gradients;
+use pvt_train::optim::{AdamW, AdamWConfig};
 use pvt_train::params::Params;
 use pvt_train::retinanet::{scalar, RetinaCriterion};
 use pvt_train::segmentation::{seg_cross_entropy, SegTrainConfig, IGNORE};
 use pvt_train::trainer::TrainConfig;
 use pvt_types::ImageSize;
 use pvt_zoo::semantic_fpn::SemanticFpnPvt;
-use pvt_zoo::RetinaNetPvt;
+use pvt_zoo::{Family, ModelConfig, RetinaNetPvt};
 
 #[derive(Args, Debug)]
 pub struct BenchTrainArgs {
-    /// A training config: a segmenter (`head_channels`, e.g.
+    /// A training config: a segmenter (e.g.
     /// assets/configs/fpn_pvt_synth_demo.json) or a RetinaNet detector (e.g.
     /// assets/configs/retinanet_pvt_synth_demo.json), with its `train` section.
     #[arg(long, value_name = "JSON")]
@@ -84,13 +85,6 @@ fn parse_hw(s: &str) -> Result<(usize, usize)> {
         .with_context(|| format!("size `{s}` must look like 128x160 (HxW)"))
 }
 
-/// The training family of a config file, as `pvt train` tells them apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
-    Segmenter,
-    RetinaNet,
-}
-
 /// One training step of `driver::run` after the family's loss: backward, gradients, clipping
 /// (or the norm), AdamW at `lr`, the loss as a number.
 fn finish_step(
@@ -100,14 +94,7 @@ fn finish_step(
     grad_clip: Option<f64>,
     lr: f64,
 ) -> Result<f64> {
-    let grads = loss.backward()?;
-    let mut g = collect_grads(params, &grads);
-    drop(grads);
-    match grad_clip {
-        Some(max) => clip_grad_norm(&mut g, max)?,
-        None => global_norm(&g)?,
-    };
-    opt.step(params, &g, lr)?;
+    apply_gradients(loss, params, opt, grad_clip, lr)?;
     let value = scalar(loss)?;
     ensure!(value.is_finite(), "the loss is {value}");
     Ok(value)
@@ -275,31 +262,19 @@ fn bench_retinanet(a: &BenchTrainArgs, dev: &Device) -> Result<Measured> {
 }
 
 pub fn bench_train(a: BenchTrainArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&a.config)
-        .with_context(|| format!("cannot read {}", a.config.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{}: invalid JSON", a.config.display()))?;
-    if v.get("train").is_none() {
+    let mc = ModelConfig::from_file(&a.config)?;
+    if mc.train.is_none() {
         bail!(
             "{}: not a training config (no `train` section)",
             a.config.display()
         );
     }
-    let family = if v.get("head_channels").is_some() {
-        Family::Segmenter
-    } else if ["fc_channels", "mask_channels", "mask_convs"]
-        .iter()
-        .any(|k| v.get(k).is_some())
-    {
-        bail!("Mask R-CNN configs are not benchmarked by bench-train");
-    } else {
-        Family::RetinaNet
-    };
     let dev = Device::Cpu;
     let (rss0, _) = crate::bench_util::rss_mib();
-    let m = match family {
-        Family::Segmenter => bench_segmenter(&a, &dev)?,
+    let m = match mc.family() {
+        Family::SemanticFpn => bench_segmenter(&a, &dev)?,
         Family::RetinaNet => bench_retinanet(&a, &dev)?,
+        Family::MaskRcnn => bail!("Mask R-CNN configs are not benchmarked by bench-train"),
     };
     let (_, peak) = crate::bench_util::rss_mib();
     let mut sorted = m.times.clone();

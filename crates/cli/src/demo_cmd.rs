@@ -6,16 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use candle::Device;
 use clap::Args;
 use image::RgbImage;
 use pvt_nn::image::load_rgb;
-use pvt_nn::Checkpoint;
-use pvt_train::segmentation::SegTrainConfig;
-use pvt_train::trainer::TrainConfig;
 use pvt_types::{Detections, ImageSize, SegMap};
-use pvt_zoo::semantic_fpn::{ade20k_palette, SemanticFpnPvt};
-use pvt_zoo::{ImageDetector, RetinaNetDetector, RetinaNetPvt};
+use pvt_zoo::semantic_fpn::ade20k_palette;
+use pvt_zoo::{load_detector, load_segmenter, LoadOptions, ModelConfig};
 
 /// Bundled files, relative to the repository root (see assets/demo/README.md).
 const DET_CONFIG: &str = "assets/demo/retinanet_pvt_synth.json";
@@ -77,17 +73,9 @@ pub fn demo(a: DemoArgs) -> Result<()> {
 }
 
 fn detect(a: &DemoArgs, image: &Path, img: &RgbImage) -> Result<()> {
-    let dev = Device::Cpu;
-    let cfg = TrainConfig::from_file(&bundled(DET_CONFIG))?;
+    let cfg = ModelConfig::from_file(bundled(DET_CONFIG))?;
     let weights = bundled(DET_WEIGHTS);
-    let (model, _) = RetinaNetPvt::load(&Checkpoint::load(&weights)?, &cfg.model, &dev)?;
-    let mut det = RetinaNetDetector::new(model, &dev)?.with_class_names(
-        pvt_data::synth::CLASS_NAMES
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    )?;
-    det.scale = cfg.train.test_scale;
+    let det = load_detector(&cfg, &weights, &LoadOptions::default())?;
     let t0 = Instant::now();
     let dets = det.detect(img)?;
     let ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -141,15 +129,14 @@ fn detect(a: &DemoArgs, image: &Path, img: &RgbImage) -> Result<()> {
 }
 
 fn segment(a: &DemoArgs, image: &Path, img: &RgbImage) -> Result<()> {
-    let dev = Device::Cpu;
-    let cfg = SegTrainConfig::from_file(&bundled(SEG_CONFIG))?;
+    let cfg = ModelConfig::from_file(bundled(SEG_CONFIG))?;
     let weights = bundled(SEG_WEIGHTS);
-    let (model, _) = SemanticFpnPvt::load(&Checkpoint::load(&weights)?, &cfg.model, &dev)?;
+    let seg = load_segmenter(&cfg, &weights, &LoadOptions::default())?;
     let t0 = Instant::now();
-    let map = model.segment_with(img, &cfg.train.test_config())?;
+    let map = seg.segment(img)?;
     let ms = t0.elapsed().as_secs_f64() * 1e3;
-    let names = &cfg.train.class_names;
-    let k = cfg.model.num_classes;
+    let names = seg.class_names();
+    let k = names.len();
     let mut counts = vec![0usize; k];
     for &l in map.labels() {
         if let Some(c) = counts.get_mut(l as usize) {

@@ -1,22 +1,22 @@
 //! `pvt detect` (one image) and `pvt infer` (a whole COCO-format split).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use candle::Device;
 use clap::Args;
-use pvt_eval::coco::CocoGt;
+use pvt_eval::coco::{CocoGt, IouType};
+use pvt_eval::report::{self, CocoReport};
 use pvt_nn::image::load_rgb;
-use pvt_nn::Checkpoint;
 use pvt_types::CategoryMap;
 use pvt_zoo::runner::{merge_results, run_split, split_images, Shard};
 use pvt_zoo::{
-    ImageDetector, MaskRcnnConfig, MaskRcnnDetector, MaskRcnnPvt, RetinaNetConfig,
-    RetinaNetDetector, RetinaNetPvt,
+    load_detector, Architecture, ImageDetector, LoadOptions, MaskRcnnConfig, MaskRcnnDetector,
+    MaskRcnnPvt, ModelConfig, RetinaNetConfig, RetinaNetDetector, RetinaNetPvt,
 };
 
-/// Which detector: a published name or a JSON config.
+/// Which detector: a published name, a JSON config or a training run.
 #[derive(Args, Debug, Clone)]
 #[group(required = true, multiple = false)]
 pub struct ModelArgs {
@@ -25,99 +25,31 @@ pub struct ModelArgs {
     /// mask_rcnn_pvt_v2_b{0..5}_fpn_1x_coco.
     #[arg(long)]
     model: Option<String>,
-    /// A JSON detector config (see assets/configs/) instead of --model: a Mask R-CNN config
-    /// when it has `fc_channels`, `mask_channels` or `mask_convs`, a RetinaNet one otherwise.
-    #[arg(long, value_name = "JSON")]
+    /// A JSON detector config (see assets/configs/; its `family` says which detector) or a
+    /// training run's directory (its config.json: test scale and class names too), instead of
+    /// --model.
+    #[arg(long, value_name = "JSON|RUN")]
     config: Option<PathBuf>,
 }
 
-/// A detector architecture, before its weights are loaded.
-enum DetectorConfig {
-    RetinaNet(RetinaNetConfig),
-    MaskRcnn(MaskRcnnConfig),
-}
-
-/// The test scale `(long, short)` of a training config (`train.test_scale`, as `pvt train`
-/// writes it), if the JSON has one.
-fn test_scale(v: &serde_json::Value) -> Option<(usize, usize)> {
-    let s = v.get("train")?.get("test_scale")?.as_array()?;
-    Some((s.first()?.as_u64()? as usize, s.get(1)?.as_u64()? as usize))
-}
-
-impl DetectorConfig {
-    /// The architecture, and the test scale when the config is a training config.
-    fn from_args(m: &ModelArgs) -> Result<(Self, Option<(usize, usize)>)> {
-        let (c, v) = Self::parse(m)?;
-        Ok((c, v.as_ref().and_then(test_scale)))
-    }
-
-    fn parse(m: &ModelArgs) -> Result<(Self, Option<serde_json::Value>)> {
-        if let Some(name) = &m.model {
-            if let Some(c) = MaskRcnnConfig::from_name(name) {
-                return Ok((Self::MaskRcnn(c), None));
-            }
-            let c = RetinaNetConfig::from_name(name).map(Self::RetinaNet).with_context(|| {
-                format!(
-                    "unknown model `{name}`; expected retinanet_pvt_{{tiny,small,medium,large}}_fpn_1x_coco, \
-                     retinanet_pvtv2_b{{0..5}}_fpn_1x_coco, mask_rcnn_pvt_{{tiny,small,medium,large}}_fpn_1x_coco \
-                     or mask_rcnn_pvt_v2_b{{0..5}}_fpn_1x_coco"
-                )
-            })?;
-            return Ok((c, None));
-        }
-        let path = m
-            .config
-            .as_ref()
-            .expect("clap enforces one of --model / --config");
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config {}", path.display()))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{}: invalid JSON", path.display()))?;
-        let is_mask = ["fc_channels", "mask_channels", "mask_convs"]
-            .iter()
-            .any(|k| v.get(k).is_some());
-        let c = if is_mask {
-            Self::MaskRcnn(
-                serde_json::from_str(&text)
-                    .with_context(|| format!("{}: invalid Mask R-CNN config", path.display()))?,
-            )
-        } else {
-            Self::RetinaNet(
-                serde_json::from_str(&text)
-                    .with_context(|| format!("{}: invalid detector config", path.display()))?,
-            )
-        };
-        Ok((c, Some(v)))
+impl ModelArgs {
+    /// The model the arguments name.
+    pub fn resolve(&self) -> Result<ModelConfig> {
+        crate::model_args::resolve(self.model.as_deref(), self.config.as_deref())
     }
 }
 
-fn load_detector(m: &ModelArgs, weights: &PathBuf) -> Result<Box<dyn ImageDetector>> {
-    let (cfg, scale) = DetectorConfig::from_args(m)?;
-    let dev = Device::Cpu;
-    let ckpt = Checkpoint::load(weights)?;
-    if let Some((l, sh)) = scale {
+/// The detector the arguments name, loaded from `weights`; what loading found goes to stderr.
+fn load(m: &ModelArgs, weights: &Path) -> Result<Box<dyn ImageDetector>> {
+    let cfg = m.resolve()?;
+    let det = load_detector(&cfg, weights, &LoadOptions::default())?;
+    if let Some(info) = det.load_info() {
+        eprintln!("{}: {}", weights.display(), info.summary());
+    }
+    if let Some((l, sh)) = cfg.test.scale {
         eprintln!("test scale {l}x{sh} from the training config");
     }
-    Ok(match cfg {
-        DetectorConfig::RetinaNet(cfg) => {
-            let (model, info) = RetinaNetPvt::load(&ckpt, &cfg, &dev)?;
-            eprintln!("{}: {}", weights.display(), info.summary());
-            let mut det = RetinaNetDetector::new(model, &dev)?;
-            if let Some(s) = scale {
-                det.scale = s;
-            }
-            Box::new(det)
-        }
-        DetectorConfig::MaskRcnn(cfg) => {
-            let (model, info) = MaskRcnnPvt::load(&ckpt, &cfg, &dev)?;
-            eprintln!("{}: {}", weights.display(), info.summary());
-            let mut det = MaskRcnnDetector::new(model, &dev)?;
-            if let Some(s) = scale {
-                det.scale = s;
-            }
-            Box::new(det)
-        }
-    })
+    Ok(det)
 }
 
 #[derive(Args, Debug)]
@@ -143,7 +75,7 @@ pub struct DetectArgs {
 }
 
 pub fn detect(a: DetectArgs) -> Result<()> {
-    let det = load_detector(&a.model, &a.weights)?;
+    let det = load(&a.model, &a.weights)?;
     let img = load_rgb(&a.image)?;
     let t0 = Instant::now();
     let dets = det.detect(&img)?;
@@ -231,7 +163,7 @@ pub fn infer(a: InferArgs) -> Result<()> {
         .unwrap_or(Shard::ALL);
     let gt = CocoGt::from_file(&a.ann)?;
     let map = gt.category_map()?;
-    let det = load_detector(&a.model, &a.weights)?;
+    let det = load(&a.model, &a.weights)?;
     anyhow::ensure!(
         map.len() == det.class_names().len(),
         "{} has {} categories but the model predicts {} classes",
@@ -275,25 +207,17 @@ pub fn infer(a: InferArgs) -> Result<()> {
         if shard != Shard::ALL {
             eprintln!("--eval skipped for a shard: merge the shards with `pvt merge-results`, then `pvt eval coco`");
         } else {
-            let mut types = vec![crate::eval_cmd::IouTypeArg::Bbox];
+            let mut types = vec![IouType::Bbox];
             if det.has_masks() {
-                types.push(crate::eval_cmd::IouTypeArg::Segm);
+                types.push(IouType::Segm);
             }
-            for iou_type in types {
+            for iou in types {
                 // pycocotools' heading, so that the two summaries can be told apart
-                let name = match iou_type {
-                    crate::eval_cmd::IouTypeArg::Bbox => "bbox",
-                    crate::eval_cmd::IouTypeArg::Segm => "segm",
-                };
-                println!("Evaluate annotation type *{name}*");
-                crate::eval_cmd::run(crate::eval_cmd::EvalCmd::Coco(crate::eval_cmd::CocoArgs {
-                    gt: a.ann.clone(),
-                    dt: a.out.clone(),
-                    iou_type,
-                    json: false,
-                    per_class: false,
-                    plot: None,
-                }))?;
+                println!("Evaluate annotation type *{iou}*");
+                let out = report::coco(&a.ann, &a.out, iou, &CocoReport::default(), &mut |w| {
+                    eprintln!("warning: {w}")
+                })?;
+                print!("{out}");
             }
         }
     }
@@ -382,12 +306,14 @@ pub fn bench_detect(a: BenchDetectArgs) -> Result<()> {
     let dev = Device::Cpu;
     let img = load_rgb(&a.image)?;
     for name in &a.model {
-        let det: Box<dyn ImageDetector> = if let Some(cfg) = MaskRcnnConfig::from_name(name) {
-            Box::new(MaskRcnnDetector::new(random_mask_rcnn(&cfg, &dev)?, &dev)?)
-        } else {
-            let cfg = RetinaNetConfig::from_name(name)
-                .with_context(|| format!("unknown model `{name}`"))?;
-            Box::new(RetinaNetDetector::new(random_retinanet(&cfg, &dev)?, &dev)?)
+        let det: Box<dyn ImageDetector> = match ModelConfig::from_name(name)?.arch {
+            Architecture::MaskRcnn(cfg) => {
+                Box::new(MaskRcnnDetector::new(random_mask_rcnn(&cfg, &dev)?, &dev)?)
+            }
+            Architecture::RetinaNet(cfg) => {
+                Box::new(RetinaNetDetector::new(random_retinanet(&cfg, &dev)?, &dev)?)
+            }
+            other => anyhow::bail!("`{name}` is a {}, not a detector", other.family()),
         };
         let (base, _) = crate::bench_util::rss_mib();
         let mut n = 0;

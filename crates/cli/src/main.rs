@@ -10,6 +10,7 @@ mod bench_util;
 mod demo_cmd;
 mod detect_cmd;
 mod eval_cmd;
+mod model_args;
 mod segment_cmd;
 mod synth_cmd;
 mod train_cmd;

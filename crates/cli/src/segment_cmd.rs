@@ -6,23 +6,22 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle::Device;
 use clap::Args;
-use pvt_eval::ade20k::{ade20k_class_names, evaluate_dirs, save_label_png, SegConfig};
+use pvt_eval::ade20k::{evaluate_dirs, save_label_png, SegConfig};
+use pvt_eval::report;
 use pvt_nn::image::load_rgb;
-use pvt_nn::Checkpoint;
-use pvt_train::segmentation::SegTrainConfig;
-use pvt_zoo::semantic_fpn::{
-    ade20k_palette, Inference, SegAug, SegTestConfig, SemanticFpnConfig, SemanticFpnPvt,
-};
+use pvt_zoo::semantic_fpn::{Inference, SegAug, SegTestConfig, SemanticFpnConfig, SemanticFpnPvt};
+use pvt_zoo::{load_segmenter, Architecture, LoadOptions, ModelConfig, Segmenter};
 
-/// Which segmenter: a published name or a JSON config.
+/// Which segmenter: a published name, a JSON config or a training run.
 #[derive(Args, Debug, Clone)]
 #[group(required = true, multiple = false)]
 pub struct SegModelArgs {
     /// Published model: fpn_pvt_{t,s,m,l}_ade20k_40k.
     #[arg(long)]
     model: Option<String>,
-    /// A JSON segmenter config (see assets/configs/) instead of --model.
-    #[arg(long, value_name = "JSON")]
+    /// A JSON segmenter config (see assets/configs/) or a training run's directory (its
+    /// config.json: test scale, label convention and class names too), instead of --model.
+    #[arg(long, value_name = "JSON|RUN")]
     config: Option<PathBuf>,
 }
 
@@ -50,52 +49,14 @@ pub struct SegCommon {
     flip: bool,
 }
 
-struct Segmenter {
-    model: SemanticFpnPvt,
-    test: SegTestConfig,
-    names: Vec<String>,
-    palette: Vec<[u8; 3]>,
-    /// How ground-truth labels are read for mIoU (ADE20K: reduce_zero_label).
-    reduce_zero_label: bool,
-}
-
-fn load_segmenter(c: &SegCommon) -> Result<Segmenter> {
-    let mut test = SegTestConfig::ade20k();
-    let mut reduce_zero_label = true;
-    let mut trained_names = Vec::new();
-    let cfg = if let Some(name) = &c.model.model {
-        SemanticFpnConfig::from_name(name).with_context(|| {
-            format!(
-                "unknown model `{name}`; expected one of {}",
-                SemanticFpnConfig::NAMES.join(", ")
-            )
-        })?
-    } else {
-        let path = c
-            .model
-            .config
-            .as_ref()
-            .expect("clap enforces one of --model / --config");
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config {}", path.display()))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{}: invalid JSON", path.display()))?;
-        if v.get("train").is_some() {
-            // a training run's config.json: its test scale, label convention and class names
-            let t = SegTrainConfig::from_file(path)?;
-            test = t.train.test_config();
-            reduce_zero_label = t.train.reduce_zero_label;
-            trained_names = t.train.class_names;
-            t.model
-        } else {
-            serde_json::from_value(v)
-                .with_context(|| format!("{}: invalid segmenter config", path.display()))?
-        }
-    };
-    let dev = Device::Cpu;
-    let ckpt = Checkpoint::load(&c.weights)?;
-    let (model, info) = SemanticFpnPvt::load(&ckpt, &cfg, &dev)?;
-    eprintln!("{}: {}", c.weights.display(), info.summary());
+/// The segmenter the arguments name, loaded, with the command line's test settings.
+fn load(c: &SegCommon) -> Result<Box<dyn Segmenter>> {
+    let cfg = crate::model_args::resolve(c.model.model.as_deref(), c.model.config.as_deref())?;
+    let mut seg = load_segmenter(&cfg, &c.weights, &LoadOptions::default())?;
+    if let Some(info) = seg.load_info() {
+        eprintln!("{}: {}", c.weights.display(), info.summary());
+    }
+    let mut test = seg.test_config().clone();
     if c.slide {
         test.inference = Inference::ADE20K_SLIDE;
     }
@@ -114,28 +75,9 @@ fn load_segmenter(c: &SegCommon) -> Result<Segmenter> {
     } else {
         None
     };
-    if let Some(aug) = &test.aug {
-        aug.scales(test.scale)?; // bad ratios are an error before any image is read
-    }
-    let pal = ade20k_palette();
-    let (names, palette) = if cfg.num_classes == 150 && trained_names.is_empty() {
-        (ade20k_class_names(), pal)
-    } else if trained_names.len() == cfg.num_classes {
-        let palette = (0..cfg.num_classes).map(|i| pal[i % pal.len()]).collect();
-        (trained_names, palette)
-    } else {
-        (
-            (0..cfg.num_classes).map(|i| format!("class {i}")).collect(),
-            (0..cfg.num_classes).map(|i| pal[i % pal.len()]).collect(),
-        )
-    };
-    Ok(Segmenter {
-        model,
-        test,
-        names,
-        palette,
-        reduce_zero_label,
-    })
+    // bad ratios are an error before any image is read
+    seg.set_test_config(test)?;
+    Ok(seg)
 }
 
 #[derive(Args, Debug)]
@@ -157,10 +99,10 @@ pub struct SegmentArgs {
 }
 
 pub fn segment(a: SegmentArgs) -> Result<()> {
-    let s = load_segmenter(&a.common)?;
+    let s = load(&a.common)?;
     let img = load_rgb(&a.image)?;
     let t0 = Instant::now();
-    let map = s.model.segment_with(&img, &s.test)?;
+    let map = s.segment(&img)?;
     println!(
         "{}: {}x{} label map in {:.0} ms",
         a.image.display(),
@@ -171,7 +113,7 @@ pub fn segment(a: SegmentArgs) -> Result<()> {
     save_label_png(&a.out, &map)?;
     println!("wrote {}", a.out.display());
     if let Some(vis) = &a.vis {
-        let pic = pvt_vis::overlay_segmap(&img, &map, &s.palette, &s.names, a.opacity);
+        let pic = pvt_vis::overlay_segmap(&img, &map, s.palette(), s.class_names(), a.opacity);
         pic.save(vis)
             .with_context(|| format!("cannot write {}", vis.display()))?;
         println!("wrote {}", vis.display());
@@ -217,7 +159,7 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 pub fn infer_seg(a: InferSegArgs) -> Result<()> {
-    let s = load_segmenter(&a.common)?;
+    let s = load(&a.common)?;
     std::fs::create_dir_all(&a.out_dir)
         .with_context(|| format!("cannot create {}", a.out_dir.display()))?;
     let files = image_files(&a.images)?;
@@ -242,7 +184,7 @@ pub fn infer_seg(a: InferSegArgs) -> Result<()> {
             pb.inc(1);
             continue;
         }
-        match load_rgb(f).and_then(|img| s.model.segment_with(&img, &s.test)) {
+        match load_rgb(f).and_then(|img| s.segment(&img)) {
             Ok(map) => {
                 save_label_png(&out, &map)?;
                 done += 1;
@@ -266,16 +208,13 @@ pub fn infer_seg(a: InferSegArgs) -> Result<()> {
         a.out_dir.display()
     );
     if let Some(gt) = &a.gt_dir {
-        let n = s.names.len();
-        if n == 0 || n > 255 {
-            bail!("mIoU needs 1..=255 classes (255 is the ignore label), the model has {n}");
-        }
+        let names = s.class_names();
         let cfg = SegConfig {
-            class_names: s.names.clone(),
-            ..SegConfig::generic(n, s.reduce_zero_label)
+            class_names: names.to_vec(),
+            ..report::seg_config(names.len(), s.reduce_zero_label())?
         };
         let m = evaluate_dirs(gt, &a.out_dir, cfg)?;
-        print!("{}", crate::eval_cmd::seg_report(&m, a.per_class));
+        print!("{}", report::seg_text(&m, a.per_class));
     }
     Ok(())
 }
@@ -320,8 +259,9 @@ fn random_semantic_fpn(cfg: &SemanticFpnConfig, dev: &Device) -> Result<Semantic
 pub fn bench_segment(a: BenchSegmentArgs) -> Result<()> {
     let dev = Device::Cpu;
     for name in &a.model {
-        let cfg = SemanticFpnConfig::from_name(name)
-            .with_context(|| format!("unknown model `{name}`"))?;
+        let Architecture::SemanticFpn(cfg) = ModelConfig::from_name(name)?.arch else {
+            bail!("`{name}` is not a segmenter");
+        };
         let model = random_semantic_fpn(&cfg, &dev)?;
         let test = SegTestConfig::ade20k();
         for s in &a.size {

@@ -10,12 +10,11 @@ use pvt_train::data::{split_paths, CocoDetDataset};
 use pvt_train::driver::{IterLog, Outcome, ValLog};
 use pvt_train::mask_rcnn_loop::{train_mask_rcnn, MaskRcnnRunConfig, MaskValData};
 use pvt_train::optim::AdamWConfig;
-use pvt_train::params::Params;
 use pvt_train::segmentation::{
     dataset_class_names, train_segmenter, SegDataset, SegTrainConfig, SegTrainSettings,
 };
 use pvt_train::trainer::{files, train, TrainConfig, TrainOptions, TrainSettings, ValData};
-use pvt_zoo::{MaskRcnnConfig, RetinaNetConfig, SemanticFpnConfig};
+use pvt_zoo::{Architecture, MaskRcnnConfig, ModelConfig, RetinaNetConfig, SemanticFpnConfig};
 use serde::de::DeserializeOwned;
 
 #[derive(Args, Debug)]
@@ -75,64 +74,18 @@ pub struct TrainArgs {
     quiet: bool,
 }
 
-/// The model family the arguments name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
-    RetinaNet,
-    MaskRcnn,
-    Segmenter,
-}
-
-/// The `--config` file as JSON.
-fn config_json(path: &Path) -> Result<serde_json::Value> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))
-}
-
-/// `--model` by its name; `--config` by its fields (`head_channels`: a segmenter;
-/// `fc_channels`, `mask_channels` or `mask_convs`: a Mask R-CNN).
-fn family(a: &TrainArgs) -> Result<Family> {
-    if let Some(name) = &a.model {
-        return Ok(if SemanticFpnConfig::from_name(name).is_some() {
-            Family::Segmenter
-        } else if MaskRcnnConfig::from_name(name).is_some() {
-            Family::MaskRcnn
-        } else {
-            Family::RetinaNet
-        });
-    }
-    let v = config_json(
-        a.config
-            .as_ref()
-            .expect("clap enforces --model or --config"),
-    )?;
-    Ok(if v.get("head_channels").is_some() {
-        Family::Segmenter
-    } else if ["fc_channels", "mask_channels", "mask_convs"]
-        .iter()
-        .any(|k| v.get(k).is_some())
-    {
-        Family::MaskRcnn
-    } else {
-        Family::RetinaNet
-    })
-}
-
-/// A `--config` file: a training config (model fields plus `train`) as it is, or a plain model
-/// config with `default` settings.
-fn from_config<C: DeserializeOwned, M: DeserializeOwned>(
-    path: &Path,
-    wrap: impl FnOnce(M) -> C,
-) -> Result<C> {
-    let v = config_json(path)?;
-    if v.get("train").is_some() {
-        serde_json::from_value(v)
-            .with_context(|| format!("{}: invalid training config", path.display()))
-    } else {
-        let model = serde_json::from_value(v)
-            .with_context(|| format!("{}: invalid model config", path.display()))?;
-        Ok(wrap(model))
+/// A training config from the model the arguments name: the `--config` file as it is when it
+/// has a `train` section (parsed again by its training type, so that errors carry the line and
+/// column), else the architecture with `default` settings.
+fn train_config<C: DeserializeOwned>(mc: &ModelConfig, default: impl FnOnce() -> C) -> Result<C> {
+    match (&mc.train, &mc.source) {
+        (Some(_), Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{}: invalid training config", path.display()))
+        }
+        _ => Ok(default()),
     }
 }
 
@@ -180,28 +133,6 @@ fn options(a: &TrainArgs) -> TrainOptions {
     }
 }
 
-/// The first line of a run.
-fn announce(
-    what: &str,
-    classes: usize,
-    params: &Params,
-    images: usize,
-    batch_size: usize,
-    epochs: usize,
-    val_images: Option<usize>,
-) {
-    let (all, trainable) = params.counts();
-    eprintln!(
-        "training {what} ({classes} classes, {:.2} M parameters, {:.2} M trained) on {images} images ({} iterations/epoch, {epochs} epochs){}",
-        all as f64 / 1e6,
-        trainable as f64 / 1e6,
-        (images / batch_size.max(1)).max(1),
-        val_images
-            .map(|n| format!(", validating on {n} images"))
-            .unwrap_or_default()
-    );
-}
-
 /// The last lines of a run: totals, the last validation, where the weights are and how to use
 /// them (`use_with`: the inference command).
 fn report<I: IterLog, V: ValLog>(out: &Outcome<I, V>, t0: Instant, run: &Path, use_with: &str) {
@@ -231,25 +162,20 @@ fn report<I: IterLog, V: ValLog>(out: &Outcome<I, V>, t0: Instant, run: &Path, u
     );
 }
 
-fn run_retinanet(a: &TrainArgs) -> Result<()> {
+/// Whether the validation split is there and wanted.
+fn wants_val(a: &TrainArgs, present: bool) -> bool {
+    !a.no_val && present
+}
+
+fn run_retinanet(a: &TrainArgs, mc: &ModelConfig, mut model: RetinaNetConfig) -> Result<()> {
     let data = CocoDetDataset::from_dir(&a.data, &a.train_split, true)?;
-    let mut cfg = match (&a.model, &a.config) {
-        (Some(name), _) => {
-            let mut model = RetinaNetConfig::from_name(name).with_context(|| {
-                format!("unknown model `{name}`; expected retinanet_pvt_{{tiny,small,medium,large}}_fpn_1x_coco, retinanet_pvtv2_b{{0..5}}_fpn_1x_coco, mask_rcnn_pvt_{{t,s,m,l}}_fpn_1x_coco, mask_rcnn_pvt_v2_b{{0..5}}_fpn_1x_coco or fpn_pvt_{{t,s,m,l}}_ade20k_40k")
-            })?;
-            model.num_classes = data.num_classes();
-            TrainConfig {
-                model,
-                train: TrainSettings::mmdet_1x(),
-            }
-        }
-        (None, Some(path)) => from_config(path, |model| TrainConfig {
-            model,
-            train: TrainSettings::mmdet_1x(),
-        })?,
-        (None, None) => unreachable!("clap enforces --model or --config"),
-    };
+    if a.model.is_some() {
+        model.num_classes = data.num_classes();
+    }
+    let mut cfg = train_config(mc, || TrainConfig {
+        model,
+        train: TrainSettings::mmdet_1x(),
+    })?;
     check_classes(a, cfg.model.num_classes, data.num_classes())?;
     let t = &mut cfg.train;
     apply_overrides(
@@ -259,46 +185,26 @@ fn run_retinanet(a: &TrainArgs) -> Result<()> {
         &mut t.optimizer,
         &mut t.seed,
     );
-    let val = if a.no_val || split_paths(&a.data, &a.val_split).is_err() {
-        None
-    } else {
+    let val = if wants_val(a, split_paths(&a.data, &a.val_split).is_ok()) {
         Some(ValData::from_dir(&a.data, &a.val_split)?)
+    } else {
+        None
     };
-    let mut p = Params::retinanet(&cfg.model, cfg.train.seed, &candle::Device::Cpu)?;
-    p.freeze_stages(cfg.train.frozen_stages);
-    let s = &cfg.train;
-    announce(
-        "RetinaNet-PVT",
-        cfg.model.num_classes,
-        &p,
-        data.len(),
-        s.batch_size,
-        s.epochs,
-        val.as_ref().map(|v| v.dataset.len()),
-    );
     let t0 = Instant::now();
     let out = train(&cfg, data, val.as_ref(), &a.out, &options(a))?;
     report(&out, t0, &a.out, "detect with: pvt detect");
     Ok(())
 }
 
-fn run_mask_rcnn(a: &TrainArgs) -> Result<()> {
+fn run_mask_rcnn(a: &TrainArgs, mc: &ModelConfig, mut model: MaskRcnnConfig) -> Result<()> {
     let data = CocoDetDataset::from_dir(&a.data, &a.train_split, true)?;
-    let mut cfg = match (&a.model, &a.config) {
-        (Some(name), _) => {
-            let mut model = MaskRcnnConfig::from_name(name).context("Mask R-CNN name")?;
-            model.num_classes = data.num_classes();
-            MaskRcnnRunConfig {
-                model,
-                train: TrainSettings::mmdet_1x(),
-            }
-        }
-        (None, Some(path)) => from_config(path, |model| MaskRcnnRunConfig {
-            model,
-            train: TrainSettings::mmdet_1x(),
-        })?,
-        (None, None) => unreachable!("clap enforces --model or --config"),
-    };
+    if a.model.is_some() {
+        model.num_classes = data.num_classes();
+    }
+    let mut cfg = train_config(mc, || MaskRcnnRunConfig {
+        model,
+        train: TrainSettings::mmdet_1x(),
+    })?;
     check_classes(a, cfg.model.num_classes, data.num_classes())?;
     let t = &mut cfg.train;
     apply_overrides(
@@ -308,45 +214,28 @@ fn run_mask_rcnn(a: &TrainArgs) -> Result<()> {
         &mut t.optimizer,
         &mut t.seed,
     );
-    let val = if a.no_val || split_paths(&a.data, &a.val_split).is_err() {
-        None
-    } else {
+    let val = if wants_val(a, split_paths(&a.data, &a.val_split).is_ok()) {
         Some(MaskValData::from_dir(&a.data, &a.val_split)?)
+    } else {
+        None
     };
-    let mut p = Params::mask_rcnn(&cfg.model, cfg.train.seed, &candle::Device::Cpu)?;
-    p.freeze_stages(cfg.train.frozen_stages);
-    let s = &cfg.train;
-    announce(
-        "Mask R-CNN-PVT",
-        cfg.model.num_classes,
-        &p,
-        data.len(),
-        s.batch_size,
-        s.epochs,
-        val.as_ref().map(|v| v.dataset.len()),
-    );
     let t0 = Instant::now();
     let out = train_mask_rcnn(&cfg, data, val.as_ref(), &a.out, &options(a))?;
     report(&out, t0, &a.out, "detect with: pvt detect");
     Ok(())
 }
 
-fn run_segmenter(a: &TrainArgs) -> Result<()> {
-    let mut cfg = match (&a.model, &a.config) {
-        (Some(name), _) => {
-            let mut model = SemanticFpnConfig::from_name(name).context("segmenter name")?;
-            let train = SegTrainSettings::ade20k();
-            if let Some(names) = dataset_class_names(&a.data, train.reduce_zero_label)? {
-                model.num_classes = names.len();
-            }
-            SegTrainConfig { model, train }
+fn run_segmenter(a: &TrainArgs, mc: &ModelConfig, mut model: SemanticFpnConfig) -> Result<()> {
+    if a.model.is_some() {
+        let rzl = SegTrainSettings::ade20k().reduce_zero_label;
+        if let Some(names) = dataset_class_names(&a.data, rzl)? {
+            model.num_classes = names.len();
         }
-        (None, Some(path)) => from_config(path, |model| SegTrainConfig {
-            model,
-            train: SegTrainSettings::ade20k(),
-        })?,
-        (None, None) => unreachable!("clap enforces --model or --config"),
-    };
+    }
+    let mut cfg = train_config(mc, || SegTrainConfig {
+        model,
+        train: SegTrainSettings::ade20k(),
+    })?;
     let t = &mut cfg.train;
     if t.class_names.is_empty() {
         if let Some(names) = dataset_class_names(&a.data, t.reduce_zero_label)? {
@@ -370,23 +259,11 @@ fn run_segmenter(a: &TrainArgs) -> Result<()> {
     );
     let rzl = cfg.train.reduce_zero_label;
     let data = SegDataset::from_dir(&a.data, &a.train_split, rzl)?;
-    let val = if a.no_val || !a.data.join("images").join(&a.val_split).is_dir() {
-        None
-    } else {
+    let val = if wants_val(a, a.data.join("images").join(&a.val_split).is_dir()) {
         Some(SegDataset::from_dir(&a.data, &a.val_split, rzl)?)
+    } else {
+        None
     };
-    let mut p = Params::semantic_fpn(&cfg.model, cfg.train.seed, &candle::Device::Cpu)?;
-    p.freeze_stages(cfg.train.frozen_stages);
-    let s = &cfg.train;
-    announce(
-        "Semantic FPN-PVT",
-        cfg.model.num_classes,
-        &p,
-        data.len(),
-        s.batch_size,
-        s.epochs,
-        val.as_ref().map(|v| v.len()),
-    );
     let t0 = Instant::now();
     let out = train_segmenter(&cfg, data, val.as_ref(), &a.out, &options(a))?;
     report(
@@ -399,9 +276,10 @@ fn run_segmenter(a: &TrainArgs) -> Result<()> {
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
-    match family(&a)? {
-        Family::RetinaNet => run_retinanet(&a),
-        Family::MaskRcnn => run_mask_rcnn(&a),
-        Family::Segmenter => run_segmenter(&a),
+    let mc = crate::model_args::resolve(a.model.as_deref(), a.config.as_deref())?;
+    match mc.arch.clone() {
+        Architecture::RetinaNet(m) => run_retinanet(&a, &mc, m),
+        Architecture::MaskRcnn(m) => run_mask_rcnn(&a, &mc, m),
+        Architecture::SemanticFpn(m) => run_segmenter(&a, &mc, m),
     }
 }

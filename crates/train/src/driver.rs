@@ -136,8 +136,20 @@ pub(crate) struct LoopSpec<'a> {
     pub optimizer: AdamWConfig,
     /// The backbone, for `TrainOptions::init`.
     pub backbone: &'a pvt_zoo::BackboneConfig,
-    /// The loss curve's title.
-    pub title: String,
+    /// The model family, for the loss curve's title and the first line of a run.
+    pub family: pvt_zoo::Family,
+    /// Classes the model predicts.
+    pub classes: usize,
+    /// Training images.
+    pub images: usize,
+    /// Validation images, when there is a validation split.
+    pub val_images: Option<usize>,
+}
+
+impl LoopSpec<'_> {
+    fn title(&self) -> String {
+        format!("{} training, {} classes", self.family, self.classes)
+    }
 }
 
 fn plot<I: IterLog, V: ValLog>(history: &Log<I, V>, title: &str, run: &Path) -> Result<()> {
@@ -163,6 +175,27 @@ fn plot<I: IterLog, V: ValLog>(history: &Log<I, V>, title: &str, run: &Path) -> 
         note.as_deref(),
         &run.join(files::LOSS_PNG),
     )
+}
+
+/// One optimisation step from a loss: backward, the gradients of `params` collected, clipped
+/// to `grad_clip` (global L2 norm) when set, and one AdamW update at `lr`. Returns the global
+/// gradient norm before clipping.
+pub fn apply_gradients(
+    loss: &Tensor,
+    params: &Params,
+    opt: &mut AdamW,
+    grad_clip: Option<f64>,
+    lr: f64,
+) -> Result<f64> {
+    let grads = loss.backward()?;
+    let mut g = collect_grads(params, &grads);
+    drop(grads);
+    let grad_norm = match grad_clip {
+        Some(max) => clip_grad_norm(&mut g, max)?,
+        None => global_norm(&g)?,
+    };
+    opt.step(params, &g, lr)?;
+    Ok(grad_norm)
 }
 
 /// Runs (or resumes) the loop of `task` over `params` in `run` (claimed by the caller).
@@ -196,6 +229,21 @@ pub(crate) fn run<T: Task>(
     }
     let bpe = task.batches_per_epoch();
     let total = spec.epochs as u64 * bpe;
+    if opts.verbose {
+        let (all, trainable) = params.counts();
+        eprintln!(
+            "training {} ({} classes, {:.2} M parameters, {:.2} M trained) on {} images ({bpe} iterations/epoch, {} epochs){}",
+            spec.family,
+            spec.classes,
+            all as f64 / 1e6,
+            trainable as f64 / 1e6,
+            spec.images,
+            spec.epochs,
+            spec.val_images
+                .map(|n| format!(", validating on {n} images"))
+                .unwrap_or_default()
+        );
+    }
     let pb = progress_bar(opts.progress, total, step)?;
     let val_due = |epoch_done: usize| {
         spec.val_every > 0 && (epoch_done % spec.val_every == 0 || epoch_done == spec.epochs)
@@ -219,7 +267,7 @@ pub(crate) fn run<T: Task>(
         }
         history.val.push(v);
         write_json(&run.join(files::HISTORY), &*history)?;
-        plot(history, &spec.title, run)
+        plot(history, &spec.title(), run)
     };
     // a run killed during the validation that follows an epoch-end checkpoint redoes it
     if step > 0 && step % bpe == 0 {
@@ -233,14 +281,7 @@ pub(crate) fn run<T: Task>(
         let index = (step % bpe) as usize;
         let lr = task.lr(epoch, step, total);
         let (loss, parts) = task.loss(&params, epoch, index, step)?;
-        let grads = loss.backward()?;
-        let mut g = collect_grads(&params, &grads);
-        drop(grads);
-        let grad_norm = match spec.grad_clip {
-            Some(max) => clip_grad_norm(&mut g, max)?,
-            None => global_norm(&g)?,
-        };
-        opt.step(&params, &g, lr)?;
+        let grad_norm = apply_gradients(&loss, &params, &mut opt, spec.grad_clip, lr)?;
         step += 1;
         let value = scalar(&loss)?;
         ensure!(
@@ -273,7 +314,7 @@ pub(crate) fn run<T: Task>(
         if epoch_end || step % spec.checkpoint_every as u64 == 0 {
             write_json(&run.join(files::HISTORY), &history)?;
             save_state(run, &params, &opt, step)?;
-            plot(&history, &spec.title, run)?;
+            plot(&history, &spec.title(), run)?;
         }
         if epoch_end {
             let done = (step / bpe) as usize;

@@ -11,7 +11,7 @@ use candle::{DType, Device, Tensor};
 use pvt_eval::coco::stream::CocoStreamEvaluator;
 use pvt_eval::coco::{CocoGt, IouType};
 use pvt_nn::image::load_rgb;
-use pvt_zoo::{ImageDetector, MaskRcnnConfig, MaskRcnnDetector, MaskRcnnPvt};
+use pvt_zoo::{Family, ImageDetector, MaskRcnnConfig, MaskRcnnDetector, MaskRcnnPvt};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{split_paths, CocoDetDataset};
@@ -284,7 +284,7 @@ pub fn train_mask_rcnn(
         cfg.model.num_classes
     );
     let device = Device::Cpu;
-    claim_run_dir(run, cfg)?;
+    claim_run_dir(run, cfg, Family::MaskRcnn)?;
     let mut params = Params::mask_rcnn(&cfg.model, s.seed, &device)?;
     params.freeze_stages(s.frozen_stages);
     let task = MaskRcnnTask {
@@ -305,7 +305,10 @@ pub fn train_mask_rcnn(
         grad_clip: s.grad_clip,
         optimizer: s.optimizer,
         backbone: &cfg.model.backbone,
-        title: format!("Mask R-CNN-PVT training, {} classes", cfg.model.num_classes),
+        family: Family::MaskRcnn,
+        classes: cfg.model.num_classes,
+        images: task.loader.dataset.len(),
+        val_images: val.map(|v| v.dataset.len()),
     };
     driver::run(&task, params, spec, run, opts)
 }

@@ -34,6 +34,7 @@ use pvt_nn::image::{load_rgb, normalize_255};
 use pvt_semantic_fpn::{resize_bilinear, PixelGrid};
 use pvt_types::SegMap;
 use pvt_zoo::semantic_fpn::{Inference, SegTestConfig, SemanticFpnConfig, SemanticFpnPvt};
+use pvt_zoo::Family;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -724,7 +725,7 @@ pub fn train_segmenter(
         "the crop {ch}x{cw} must be positive multiples of 32"
     );
     let device = Device::Cpu;
-    claim_run_dir(run, cfg)?;
+    claim_run_dir(run, cfg, Family::SemanticFpn)?;
     let mut params = Params::semantic_fpn(&cfg.model, s.seed, &device)?;
     params.freeze_stages(s.frozen_stages);
     let task = SegTask {
@@ -746,10 +747,10 @@ pub fn train_segmenter(
         grad_clip: s.grad_clip,
         optimizer: s.optimizer,
         backbone: &cfg.model.backbone,
-        title: format!(
-            "Semantic FPN-PVT training, {} classes",
-            cfg.model.num_classes
-        ),
+        family: Family::SemanticFpn,
+        classes: cfg.model.num_classes,
+        images: task.loader.dataset.len(),
+        val_images: val.map(|v| v.len()),
     };
     driver::run(&task, params, spec, run, opts)
 }

@@ -11,7 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pvt_eval::coco::stream::CocoStreamEvaluator;
 use pvt_eval::coco::{CocoGt, IouType};
 use pvt_nn::image::load_rgb;
-use pvt_zoo::{ImageDetector, RetinaNetConfig, RetinaNetDetector, RetinaNetPvt};
+use pvt_zoo::model::tag_json;
+use pvt_zoo::{Family, ImageDetector, RetinaNetConfig, RetinaNetDetector, RetinaNetPvt};
 use serde::{Deserialize, Serialize};
 
 use crate::assign::MaxIouAssigner;
@@ -48,6 +49,10 @@ pub struct TrainSettings {
     pub augment: Augment,
     /// `(long, short)` scale of the test resize (validation and `RetinaNetDetector::scale`).
     pub test_scale: (usize, usize),
+    /// Names of the classes, for testing (`pvt detect --config`); empty: COCO's for 80
+    /// classes, `class i` otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub class_names: Vec<String>,
     /// The classification loss.
     #[serde(default)]
     pub focal: FocalLoss,
@@ -94,6 +99,7 @@ impl TrainSettings {
                 flip_prob: 0.5,
             },
             test_scale: (1333, 800),
+            class_names: Vec::new(),
             focal: FocalLoss::default(),
             assigner: MaxIouAssigner::retinanet(),
             checkpoint_every: default_checkpoint_every(),
@@ -392,7 +398,9 @@ pub(crate) fn progress_bar(show: bool, total: u64, step: u64) -> Result<Progress
 }
 
 /// Writes `cfg` as `RUN/config.json`, or checks that the run there has the same configuration.
-pub(crate) fn claim_run_dir<T>(run: &Path, cfg: &T) -> Result<()>
+/// The file written carries the model's `family` tag, so that every command can tell which model
+/// the run trains.
+pub(crate) fn claim_run_dir<T>(run: &Path, cfg: &T, family: Family) -> Result<()>
 where
     T: Serialize + serde::de::DeserializeOwned + PartialEq,
 {
@@ -411,7 +419,9 @@ where
         }
         Ok(())
     } else {
-        write_json(&cfg_path, cfg)
+        let mut v = serde_json::to_value(cfg)?;
+        tag_json(&mut v, family);
+        write_json(&cfg_path, &v)
     }
 }
 
@@ -514,7 +524,7 @@ pub fn train(
         cfg.model.num_classes
     );
     let device = Device::Cpu;
-    claim_run_dir(run, cfg)?;
+    claim_run_dir(run, cfg, Family::RetinaNet)?;
     let mut params = Params::retinanet(&cfg.model, s.seed, &device)?;
     params.freeze_stages(s.frozen_stages);
     let task = RetinaTask {
@@ -537,7 +547,10 @@ pub fn train(
         grad_clip: s.grad_clip,
         optimizer: s.optimizer,
         backbone: &cfg.model.backbone,
-        title: format!("RetinaNet-PVT training, {} classes", cfg.model.num_classes),
+        family: Family::RetinaNet,
+        classes: cfg.model.num_classes,
+        images: task.loader.dataset.len(),
+        val_images: val.map(|v| v.dataset.len()),
     };
     driver::run(&task, params, spec, run, opts)
 }

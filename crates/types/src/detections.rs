@@ -184,6 +184,70 @@ impl Detections {
     pub fn masks(&self) -> Option<&[Rle]> {
         self.masks.as_deref()
     }
+
+    /// Detection `i` as one record, or `None` past the end.
+    pub fn get(&self, i: usize) -> Option<Detection<'_>> {
+        Some(Detection {
+            bbox: *self.boxes.get(i)?,
+            score: self.scores[i],
+            class: self.classes[i],
+            mask: self.masks.as_ref().map(|m| &m[i]),
+        })
+    }
+
+    /// The detections as records, in order (best score first for the models' outputs).
+    pub fn iter(&self) -> Iter<'_> {
+        Iter {
+            dets: self,
+            next: 0,
+        }
+    }
+}
+
+/// One detection of a [`Detections`] value, borrowed from it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Detection<'a> {
+    /// `[x1, y1, x2, y2]` in original-image pixels.
+    pub bbox: [f32; 4],
+    /// The score.
+    pub score: f32,
+    /// The contiguous class index.
+    pub class: ClassIdx,
+    /// The instance mask at the image size, when the model makes masks.
+    pub mask: Option<&'a Rle>,
+}
+
+/// Iterator over the records of a [`Detections`] value ([`Detections::iter`]).
+#[derive(Debug, Clone)]
+pub struct Iter<'a> {
+    dets: &'a Detections,
+    next: usize,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = Detection<'a>;
+
+    fn next(&mut self) -> Option<Detection<'a>> {
+        let d = self.dets.get(self.next)?;
+        self.next += 1;
+        Some(d)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.dets.len() - self.next;
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Iter<'_> {}
+
+impl<'a> IntoIterator for &'a Detections {
+    type Item = Detection<'a>;
+    type IntoIter = Iter<'a>;
+
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
+    }
 }
 
 #[cfg(test)]
@@ -237,5 +301,34 @@ mod tests {
             Some(vec![m]),
         );
         assert!(matches!(e, Err(DetectionsError::MaskSize { index: 0, .. })));
+    }
+
+    #[test]
+    fn records_follow_the_slices() {
+        let size = ImageSize::new(4, 4);
+        let masks = vec![
+            Rle::new(size, vec![3, 13]).expect("valid"),
+            Rle::new(size, vec![0, 16]).expect("valid"),
+        ];
+        let d = Detections::new(
+            size,
+            vec![[0., 0., 2., 2.], [1., 1., 4., 3.]],
+            vec![0.9, 0.4],
+            vec![ClassIdx(2), ClassIdx(0)],
+            Some(masks.clone()),
+        )
+        .expect("valid");
+        let recs: Vec<Detection> = d.iter().collect();
+        assert_eq!(d.iter().len(), 2);
+        assert_eq!(recs.len(), 2);
+        for (i, r) in (&d).into_iter().enumerate() {
+            assert_eq!(r.bbox, d.boxes()[i]);
+            assert_eq!(r.score, d.scores()[i]);
+            assert_eq!(r.class, d.classes()[i]);
+            assert_eq!(r.mask, Some(&masks[i]));
+        }
+        assert_eq!(d.get(2), None);
+        let e = Detections::empty(size);
+        assert_eq!(e.iter().count(), 0);
     }
 }

@@ -47,6 +47,6 @@ pub mod rle;
 pub mod segmap;
 
 pub use category::{CategoryMap, ClassIdx};
-pub use detections::Detections;
+pub use detections::{Detection, Detections};
 pub use rle::{BitMask, Rle};
 pub use segmap::SegMap;

@@ -15,10 +15,11 @@ use pvt_mask_rcnn::{
 };
 use pvt_nn::cv_resize::MMDET_COCO_SCALE;
 use pvt_nn::{Backbone, Checkpoint, FeaturePyramid};
-use pvt_types::{CategoryMap, Detections};
+use pvt_types::Detections;
 use serde::{Deserialize, Serialize};
 
 use crate::det_input::preprocess_det_scale;
+use crate::detector::{checked_class_names, default_class_names};
 use crate::{BackboneConfig, ImageDetector};
 
 fn default_fc() -> usize {
@@ -198,18 +199,14 @@ pub struct MaskRcnnDetector {
     anchors: AnchorGenerator,
     class_names: Vec<String>,
     device: Device,
+    info: Option<AnyLoadInfo>,
 }
 
 impl MaskRcnnDetector {
     /// Wraps a loaded model with the COCO test settings. Class names are COCO's when the heads
     /// have 80 classes, `class i` otherwise.
     pub fn new(model: MaskRcnnPvt, device: &Device) -> Result<Self> {
-        let k = model.config.num_classes;
-        let class_names = if k == 80 {
-            CategoryMap::coco80().names().to_vec()
-        } else {
-            (0..k).map(|i| format!("class {i}")).collect()
-        };
+        let class_names = default_class_names(model.config.num_classes);
         Ok(Self {
             model,
             rpn_test: RpnProposalConfig::default(),
@@ -218,7 +215,21 @@ impl MaskRcnnDetector {
             anchors: AnchorGenerator::new(&AnchorConfig::rpn())?,
             class_names,
             device: device.clone(),
+            info: None,
         })
+    }
+
+    /// Names the classes (e.g. a dataset's category names); errors unless there is one name
+    /// per class.
+    pub fn with_class_names(mut self, names: Vec<String>) -> Result<Self> {
+        self.class_names = checked_class_names(names, self.model.config.num_classes)?;
+        Ok(self)
+    }
+
+    /// Records what loading the checkpoint found ([`ImageDetector::load_info`]).
+    pub fn with_load_info(mut self, info: AnyLoadInfo) -> Self {
+        self.info = Some(info);
+        self
     }
 
     /// Every stage for one image: the FPN levels, the proposals and the detections with masks.
@@ -246,6 +257,10 @@ impl ImageDetector for MaskRcnnDetector {
 
     fn class_names(&self) -> &[String] {
         &self.class_names
+    }
+
+    fn load_info(&self) -> Option<&AnyLoadInfo> {
+        self.info.as_ref()
     }
 
     fn has_masks(&self) -> bool {

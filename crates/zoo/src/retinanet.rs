@@ -15,9 +15,10 @@ use pvt_nn::{Backbone, Checkpoint, FeaturePyramid, StrictLoader};
 use pvt_retinanet::{
     postprocess, DenseOutputs, ImageMeta, RetinaHead, RetinaHeadConfig, RetinaPostprocess,
 };
-use pvt_types::{CategoryMap, Detections};
+use pvt_types::Detections;
 
 use crate::det_input::preprocess_det_scale;
+use crate::detector::{checked_class_names, default_class_names};
 use crate::ImageDetector;
 use serde::{Deserialize, Serialize};
 
@@ -257,18 +258,14 @@ pub struct RetinaNetDetector {
     anchors: AnchorGenerator,
     class_names: Vec<String>,
     device: Device,
+    info: Option<AnyLoadInfo>,
 }
 
 impl RetinaNetDetector {
     /// Wraps a loaded model with the COCO test settings. Class names are COCO's when the head
     /// has 80 classes, `class i` otherwise.
     pub fn new(model: RetinaNetPvt, device: &Device) -> Result<Self> {
-        let k = model.config.num_classes;
-        let class_names = if k == 80 {
-            CategoryMap::coco80().names().to_vec()
-        } else {
-            (0..k).map(|i| format!("class {i}")).collect()
-        };
+        let class_names = default_class_names(model.config.num_classes);
         Ok(Self {
             model,
             postprocess: RetinaPostprocess::default(),
@@ -276,6 +273,7 @@ impl RetinaNetDetector {
             anchors: AnchorGenerator::new(&AnchorConfig::retinanet())?,
             class_names,
             device: device.clone(),
+            info: None,
         })
     }
 }
@@ -284,14 +282,14 @@ impl RetinaNetDetector {
     /// Names the classes (e.g. a dataset's category names); errors unless there is one name
     /// per class.
     pub fn with_class_names(mut self, names: Vec<String>) -> Result<Self> {
-        anyhow::ensure!(
-            names.len() == self.model.config.num_classes,
-            "{} class names for a detector of {} classes",
-            names.len(),
-            self.model.config.num_classes
-        );
-        self.class_names = names;
+        self.class_names = checked_class_names(names, self.model.config.num_classes)?;
         Ok(self)
+    }
+
+    /// Records what loading the checkpoint found ([`ImageDetector::load_info`]).
+    pub fn with_load_info(mut self, info: AnyLoadInfo) -> Self {
+        self.info = Some(info);
+        self
     }
 }
 
@@ -316,5 +314,9 @@ impl ImageDetector for RetinaNetDetector {
 
     fn class_names(&self) -> &[String] {
         &self.class_names
+    }
+
+    fn load_info(&self) -> Option<&AnyLoadInfo> {
+        self.info.as_ref()
     }
 }

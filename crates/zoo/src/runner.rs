@@ -229,16 +229,16 @@ mod tests {
     use super::*;
     use image::RgbImage;
     use pvt_types::{ClassIdx, Detections, ImageSize};
-    use std::cell::Cell;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     struct Fake {
-        calls: Cell<usize>,
+        calls: AtomicUsize,
         names: Vec<String>,
     }
 
     impl ImageDetector for Fake {
         fn detect(&self, img: &RgbImage) -> Result<Detections> {
-            self.calls.set(self.calls.get() + 1);
+            self.calls.fetch_add(1, Ordering::Relaxed);
             let size = ImageSize::new(img.height() as usize, img.width() as usize);
             Ok(Detections::new(
                 size,
@@ -277,7 +277,7 @@ mod tests {
         let (images, map) = setup(&dir);
         let out = dir.join("res.json");
         let fake = Fake {
-            calls: Cell::new(0),
+            calls: AtomicUsize::new(0),
             names: vec!["a".into(), "b".into()],
         };
         // first run stops after two images (simulated by running a prefix)
@@ -292,7 +292,7 @@ mod tests {
         drop(f);
         let s = run_split(&fake, &images, &map, &out, |_, _| {}).unwrap();
         assert_eq!((s.processed, s.resumed), (3, 2));
-        assert_eq!(fake.calls.get(), 4); // 1, 2, then 4, 5 (3 fails to decode)
+        assert_eq!(fake.calls.load(Ordering::Relaxed), 4); // 1, 2, then 4, 5 (3 fails to decode)
         assert_eq!(s.failed.len(), 1);
         assert_eq!(s.failed[0].0, 3);
         let res: Vec<Value> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
@@ -307,7 +307,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pvt-runner-shards-{}", std::process::id()));
         let (images, map) = setup(&dir);
         let fake = Fake {
-            calls: Cell::new(0),
+            calls: AtomicUsize::new(0),
             names: vec!["a".into(), "b".into()],
         };
         let mut outs = vec![];

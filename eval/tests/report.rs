@@ -1,27 +1,26 @@
-//! The `pvt eval` commands (crates/cli/src/eval_cmd.rs, compiled here as it is) on generated
-//! data: stdout is the pycocotools summary byte for byte, or one JSON object; per-class tables,
-//! the PR plot, and the ADE20K report.
+//! The evaluation reports (`pvt_eval::report`, what `pvt eval` prints) on generated data:
+//! the pycocotools summary byte for byte, or one JSON object; per-class tables, the PR plot, and
+//! the ADE20K report.
 
 mod common;
 
-#[path = "../../crates/cli/src/eval_cmd.rs"]
-#[allow(dead_code)]
-mod eval_cmd;
-
-use clap::Parser;
+use pvt_eval::coco::IouType;
+use pvt_eval::report::{self, CocoReport};
 use serde_json::Value;
+use std::path::Path;
 
-#[derive(Parser)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: eval_cmd::EvalCmd,
+fn coco(gt: &str, dt: &str, iou: IouType, opts: CocoReport) -> (String, Vec<String>) {
+    let mut warnings = Vec::new();
+    let out = report::coco(Path::new(gt), Path::new(dt), iou, &opts, &mut |w| {
+        warnings.push(w.to_string())
+    })
+    .unwrap();
+    (out, warnings)
 }
 
-fn pvt_eval(args: &[&str]) -> anyhow::Result<(String, Vec<String>)> {
-    let cli = Cli::try_parse_from(std::iter::once("eval").chain(args.iter().copied()))?;
-    let mut warnings = Vec::new();
-    let out = eval_cmd::execute(&cli.cmd, &mut |w| warnings.push(w.to_string()))?;
-    Ok((out, warnings))
+fn ade20k(gt: &Path, pred: &Path, json: bool, per_class: bool) -> String {
+    let cfg = report::seg_config(150, true).unwrap();
+    report::ade20k(gt, pred, cfg, json, per_class).unwrap()
 }
 
 #[test]
@@ -41,25 +40,18 @@ fn coco_summary_json_per_class_and_plot() {
     ))
     .unwrap();
 
-    let (out, warnings) =
-        pvt_eval(&["coco", "--gt", gt_s, "--dt", dt_s, "--iou-type", "segm"]).unwrap();
+    let (out, warnings) = coco(gt_s, dt_s, IouType::Segm, CocoReport::default());
     assert_eq!(out, reference["summary"].as_str().unwrap());
     assert!(
         warnings.iter().any(|w| w.contains("dropped 3 of")),
         "{warnings:?}"
     );
 
-    let (out, _) = pvt_eval(&[
-        "coco",
-        "--gt",
-        gt_s,
-        "--dt",
-        dt_s,
-        "--iou-type",
-        "segm",
-        "--json",
-    ])
-    .unwrap();
+    let json = CocoReport {
+        json: true,
+        ..CocoReport::default()
+    };
+    let (out, _) = coco(gt_s, dt_s, IouType::Segm, json);
     let v: Value = serde_json::from_str(&out).expect("stdout is one JSON object");
     let obj = v.as_object().unwrap();
     assert_eq!(obj.len(), 12);
@@ -88,19 +80,12 @@ fn coco_summary_json_per_class_and_plot() {
     }
 
     let png = dir.join("pr.png");
-    let (out, _) = pvt_eval(&[
-        "coco",
-        "--gt",
-        gt_s,
-        "--dt",
-        dt_s,
-        "--iou-type",
-        "bbox",
-        "--per-class",
-        "--plot",
-        png.to_str().unwrap(),
-    ])
-    .unwrap();
+    let opts = CocoReport {
+        per_class: true,
+        plot: Some(png.clone()),
+        ..CocoReport::default()
+    };
+    let (out, _) = coco(gt_s, dt_s, IouType::Bbox, opts);
     let gt_json: Value = serde_json::from_slice(&std::fs::read(&gt).unwrap()).unwrap();
     for cat in gt_json["categories"].as_array().unwrap() {
         let name = cat["name"].as_str().unwrap();
@@ -127,14 +112,6 @@ fn ade20k_report_and_json() {
         &["gen", &seed.to_string(), dir.to_str().unwrap(), "150", "1"],
     );
     let (gt, pred) = (dir.join("gt"), dir.join("pred"));
-    let base = [
-        "ade20k",
-        "--gt-dir",
-        gt.to_str().unwrap(),
-        "--pred-dir",
-        pred.to_str().unwrap(),
-        "--reduce-zero-label",
-    ];
     let reference: Value = serde_json::from_str(&common::run_tool(
         "seg_reference.py",
         &[
@@ -146,7 +123,7 @@ fn ade20k_report_and_json() {
         ],
     ))
     .unwrap();
-    let (out, _) = pvt_eval(&[&base[..], &["--json"]].concat()).unwrap();
+    let out = ade20k(&gt, &pred, true, false);
     let v: Value = serde_json::from_str(&out).unwrap();
     for key in ["aAcc", "mIoU", "mAcc"] {
         // The JSON holds the decimal mmseg prints; it is the float32 reference value.
@@ -158,7 +135,7 @@ fn ade20k_report_and_json() {
     }
     assert_eq!(v["per_class"].as_array().unwrap().len(), 150);
     assert_eq!(v["per_class"][0]["name"], "wall");
-    let (out, _) = pvt_eval(&[&base[..], &["--per-class"]].concat()).unwrap();
+    let out = ade20k(&gt, &pred, false, true);
     assert!(
         out.starts_with("aAcc: ") && out.contains("\nflag "),
         "{out}"
