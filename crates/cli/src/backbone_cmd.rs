@@ -6,9 +6,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use candle::{Device, Tensor};
 use clap::{Args, ValueEnum};
-use pvt_backbone::naming::{mmdet_to_official, official_to_mmdet, split_backbone, Dialect};
-use pvt_backbone::naming_v2::{from_official_v2, split_backbone_v2, to_official_v2};
-use pvt_backbone::DialectV2;
+use pvt_backbone::convert::{cast_floats, convert_naming, Generation, Naming};
+use pvt_backbone::naming::split_backbone;
 use pvt_backbone::{guess_variant, guess_variant_v2, AnyDense, Arch, PvtDense, PvtV2Dense};
 use pvt_nn::checkpoint::save_safetensors;
 use pvt_nn::image::{deit_eval_transform, load_rgb, normalize_255};
@@ -205,13 +204,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    if ckpt
-        .tensors
-        .keys()
-        .any(|k| k.contains("dwconv") || k.contains(".ffn.layers.4."))
-    {
-        // every PVT v2 block has a depth-wise conv in its MLP (mmdetection: `ffn.layers.1`, which
-        // moves fc2 to `ffn.layers.4`); v1 has none
+    if Generation::of_keys(ckpt.tensors.keys()) == Generation::V2 {
         match pvt_backbone::naming_v2::split_backbone_v2(&ckpt.tensors) {
             Ok(bb) => {
                 println!(
@@ -267,14 +260,25 @@ pub fn info(a: InfoArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--naming` of `pvt convert`.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Naming {
+pub enum NamingArg {
     /// whai362/PVT names (patch_embed{i}, block{i}.{j}, v2: norm{i}).
     Official,
     /// mmdetection names (layers.{s}...); dense backbone only (classifier tensors are dropped).
     Mmdet,
     /// timm names (patch_embed, stages.{s}...); PVT v2 only.
     Timm,
+}
+
+impl From<NamingArg> for Naming {
+    fn from(n: NamingArg) -> Self {
+        match n {
+            NamingArg::Official => Naming::Official,
+            NamingArg::Mmdet => Naming::Mmdet,
+            NamingArg::Timm => Naming::Timm,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -286,7 +290,7 @@ pub struct ConvertArgs {
     output: PathBuf,
     /// Naming of the backbone tensors in the output (default: keep the input's).
     #[arg(long, visible_alias = "to", value_enum)]
-    naming: Option<Naming>,
+    naming: Option<NamingArg>,
     /// Floating-point type of the output (integer tensors are kept): f32, f16 (half the size;
     /// how the demo models are shipped) or bf16.
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
@@ -301,124 +305,23 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
         );
     }
     let ckpt = Checkpoint::load(&a.input)?;
-    let mut out = convert_tensors(&ckpt.tensors, a.naming)?;
+    let mut out = match a.naming {
+        None => ckpt.tensors,
+        Some(n) => {
+            let c = convert_naming(&ckpt.tensors, n.into())?;
+            c.notes.iter().for_each(|n| eprintln!("{n}"));
+            c.tensors
+        }
+    };
     let dtype = match a.dtype.as_str() {
         "f16" => candle::DType::F16,
         "bf16" => candle::DType::BF16,
         _ => candle::DType::F32,
     };
-    for t in out.values_mut() {
-        if t.dtype().is_float() {
-            *t = t.to_dtype(dtype)?;
-        }
-    }
+    cast_floats(&mut out, dtype)?;
     save_safetensors(&out, &a.output)?;
     println!("wrote {} ({} tensors)", a.output.display(), out.len());
     Ok(())
-}
-
-fn convert_tensors(
-    all: &BTreeMap<String, Tensor>,
-    naming: Option<Naming>,
-) -> Result<BTreeMap<String, Tensor>> {
-    let Some(target) = naming else {
-        return Ok(all.clone());
-    };
-    if is_pvt_v2(all) {
-        return convert_v2(all, target);
-    }
-    if target == Naming::Timm {
-        bail!("timm names exist for PVT v2 only; this is a PVT v1 checkpoint (use --naming official or mmdet)");
-    }
-    let bb = split_backbone(all)?;
-    let official = match bb.dialect {
-        Dialect::Official => bb.tensors,
-        Dialect::Mmdet => mmdet_to_official(&bb.tensors)?,
-    };
-    let renamed = match target {
-        Naming::Official => official,
-        Naming::Timm => unreachable!("refused above"),
-        Naming::Mmdet => {
-            let mut dense = official;
-            for k in [
-                "cls_token",
-                "norm.weight",
-                "norm.bias",
-                "head.weight",
-                "head.bias",
-            ] {
-                if dense.remove(k).is_some() {
-                    eprintln!("dropped classifier tensor {k} (mmdetection backbones have none)");
-                }
-            }
-            if let Some(p) = dense.get("pos_embed4").cloned() {
-                let rows = p.dim(1)?;
-                let side = (rows as f64).sqrt() as usize;
-                if side * side != rows {
-                    dense.insert("pos_embed4".into(), p.narrow(1, 1, rows - 1)?);
-                    eprintln!("dropped pos_embed4 row 0 (cls position)");
-                }
-            }
-            official_to_mmdet(&dense)?
-        }
-    };
-    let prefix = bb.prefix.unwrap_or_default();
-    let mut out: BTreeMap<String, Tensor> = renamed
-        .into_iter()
-        .map(|(k, v)| (format!("{prefix}{k}"), v))
-        .collect();
-    for k in bb.outside {
-        out.insert(k.clone(), all[&k].clone());
-    }
-    Ok(out)
-}
-
-/// Every PVT v2 block has a depth-wise conv in its MLP (mmdetection: `ffn.layers.1`, which moves
-/// fc2 to `ffn.layers.4`); v1 has none.
-fn is_pvt_v2(all: &BTreeMap<String, Tensor>) -> bool {
-    all.keys()
-        .any(|k| k.contains("dwconv") || k.contains(".ffn.layers.4."))
-}
-
-/// `convert` for PVT v2: any naming to official, then to the target; the `backbone.` prefix and
-/// the tensors outside the backbone are kept as they are.
-fn convert_v2(all: &BTreeMap<String, Tensor>, target: Naming) -> Result<BTreeMap<String, Tensor>> {
-    let bb = split_backbone_v2(all)?;
-    let mut official = to_official_v2(bb.dialect, &bb.tensors)?;
-    let dialect = match target {
-        Naming::Official => DialectV2::Official,
-        Naming::Timm => DialectV2::Timm,
-        Naming::Mmdet => DialectV2::Mmdet,
-    };
-    if dialect == DialectV2::Mmdet {
-        for k in ["head.weight", "head.bias"] {
-            if official.remove(k).is_some() {
-                eprintln!("dropped classifier tensor {k} (mmdetection backbones have none)");
-            }
-        }
-    }
-    let renamed = from_official_v2(dialect, &official)?;
-    if (bb.dialect == DialectV2::Mmdet) != (dialect == DialectV2::Mmdet) {
-        eprintln!(
-            "note: loaders take the LayerNorm epsilons from the naming (mmdetection: 1e-6 everywhere; \
-             official / timm: 1e-5 in the patch-embedding and spatial-reduction norms); set \
-             \"norm_eps\": \"{}\" in a JSON config to keep the input's numerics",
-            if bb.dialect == DialectV2::Mmdet {
-                "mmdet"
-            } else {
-                "official"
-            },
-        );
-    }
-    let prefix = bb.prefix.unwrap_or_default();
-    let mut out: BTreeMap<String, Tensor> = renamed
-        .into_iter()
-        .map(|(k, v)| (format!("{prefix}{k}"), v))
-        .collect();
-    for k in bb.outside {
-        out.insert(k.clone(), all[&k].clone());
-    }
-    Ok(out)
 }
 
 #[derive(Args, Debug)]

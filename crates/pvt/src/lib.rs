@@ -1,4 +1,4 @@
-//! Pyramid Vision Transformer v1 (Wang et al., "Pyramid Vision Transformer: A Versatile
+//! Pyramid Vision Transformer v1 and v2 (Wang et al., "Pyramid Vision Transformer: A Versatile
 //! Backbone for Dense Prediction without Convolutions", ICCV 2021, arXiv 2102.12122), ported
 //! from the official code (github.com/whai362/PVT, Apache-2.0) to candle.
 //!
@@ -11,6 +11,7 @@
 //! - PVT v2 (arXiv 2106.13797): [`config_v2`] ([`PvtV2`] b0–b5, b2_li), [`v2`] ([`PvtV2Dense`],
 //!   [`PvtV2Classifier`]), [`naming_v2`] (official / timm / mmdetection names), [`load_v2`].
 //! - [`arch`]: [`Arch`], either generation by name or JSON config (what the CLI takes).
+//! - [`convert`]: checkpoint conversion between the official, mmdetection and timm namings.
 //!
 //! The backbone knows nothing of FPN, anchors, heads or datasets.
 #![deny(missing_docs)]
@@ -19,6 +20,7 @@ pub mod arch;
 mod attention;
 pub mod config;
 pub mod config_v2;
+pub mod convert;
 pub mod load;
 pub mod load_v2;
 pub mod model;
@@ -29,6 +31,7 @@ pub mod v2;
 pub use arch::{AnyClassifier, AnyDense, AnyLoadInfo, Arch};
 pub use config::{NormEps, Numerics, PosEmbedResize, PvtConfig, PvtV1, StageConfig};
 pub use config_v2::{KvReduction, PvtV2, PvtV2Config, StageV2Config};
+pub use convert::{convert_naming, Converted, Generation, Naming};
 pub use load::{guess_variant, load_classifier, load_dense, LoadInfo};
 pub use load_v2::{guess_variant_v2, load_classifier_v2, load_dense_v2, LoadInfoV2};
 pub use model::{PvtClassifier, PvtDense};
