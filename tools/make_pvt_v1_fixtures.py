@@ -144,7 +144,7 @@ def det_state_dict(cls_sd):
 
 
 def to_mmdet(det_sd):
-    """Official detection naming -> mmdetection PyramidVisionTransformer naming (spec §2.b)."""
+    """Official detection naming -> mmdetection PyramidVisionTransformer naming."""
     out = OrderedDict()
     for k, v in det_sd.items():
         if k.startswith("pos_embed"):
@@ -436,7 +436,7 @@ def main():
     save_file({k: v.float().contiguous() for k, v in det_off.items()}, p, metadata={"format": "pt"})
     files["mini_det_official_f32.safetensors"] = dict(
         format="safetensors", container="flat", naming="official detection naming with 'backbone.' prefix "
-        "(spec §2.c; backbone.pos_embed4 keeps 50 rows; no cls_token/norm/head) + fake neck tensors",
+        "(backbone.pos_embed4 keeps 50 rows; no cls_token/norm/head) + fake neck tensors",
         dtype="float32", tensors=len(det_off))
 
     mm = OrderedDict(("backbone." + k, v) for k, v in to_mmdet(det_sd).items())
@@ -459,7 +459,7 @@ def main():
     torch.save({"meta": meta, "state_dict": cast_sd(mm, torch.float16)}, p)
     files["mini_det_mmdet_f16.pth"] = dict(
         format="torch.save zip", container="mmcv-style {'meta': {...python objects...}, 'state_dict': {...}}",
-        naming="mmdetection PyramidVisionTransformer naming with 'backbone.' prefix (spec §2.b / Appendix B): "
+        naming="mmdetection PyramidVisionTransformer naming with 'backbone.' prefix: "
         "layers.{s}.0.projection/norm, layers.{s}.1.0.pos_embed (stage 4: 49 rows, cls row dropped), "
         "blocks at layers.{s}.1.{j+1}, attn.attn.in_proj_weight/bias = cat(q, kv), attn.attn.out_proj, "
         "ffn.layers.0 / ffn.layers.3 as [out,in,1,1] conv weights; + fake neck tensors",

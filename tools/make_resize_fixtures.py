@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Golden fixtures for the OpenCV-exact bilinear resize (cv2.resize, INTER_LINEAR, uint8) used by mmcv's
-`imresize` / `imrescale` in the mmdet test pipeline (spec §4.0, step 2).
+`imresize` / `imrescale` in the mmdet test pipeline.
 
 Usage (from the repository root; needs opencv-python-headless, numpy, pillow, safetensors in tools/.venv):
 

@@ -587,7 +587,7 @@ def save_checkpoints(backbone_sd, neckhead_sd):
              "official PVT-det naming (spec Appendix C): backbone.patch_embed{i}/pos_embed{i}/block{i}.{j}... "
              "(pos_embed4 keeps 50 rows) + neck.* + bbox_head.*", "2.13.0"),
             ("mini_retinanet_mmdet_f16.pth", mm,
-             "mmdetection PyramidVisionTransformer naming (spec §2.b / Appendix B): backbone.layers.{s}... "
+             "mmdetection PyramidVisionTransformer naming: backbone.layers.{s}... "
              "+ neck.* + bbox_head.*", "2.25.3")):
         meta = {"mmdet_version": mmdet_version, "CLASSES": classes, "config": cfg_text, "epoch": 12,
                 "iter": 87960, "time": "Thu Jan  1 00:00:00 1970",

@@ -15,7 +15,7 @@ Code that computes the references, all unmodified:
     (mmseg/models/decode_heads/fpn_head.py, with BaseDecodeHead.cls_seg / predict_by_feat),
     `mmseg.models.utils.resize` (= F.interpolate), `EncoderDecoder.slide_inference` (called on a
     stand-in `self` whose `encode_decode` is backbone -> neck -> head.predict, as in mmseg). These
-    are the same algorithms as mmseg 0.13 used by PVT-seg (spec §4.1, §4.4). The whole-image test
+    are the same algorithms as mmseg 0.13 used by PVT-seg. The whole-image test
     path is mmseg 0.13's `EncoderDecoder.whole_inference` + `inference`, written out here because
     1.x moved it: `encode_decode` (head output resized to the network input size), then a second
     bilinear resize (align_corners=False) to the original size, softmax, argmax.

@@ -1,6 +1,6 @@
 //! Semantic segmentation metrics as mmsegmentation 1.x's `IoUMetric` computes them (ADE20K).
 //!
-//! Rule (contract §6), per image then over the dataset:
+//! Rule (mmseg `IoUMetric`), per image then over the dataset:
 //! - ground truth is read as stored (8-bit PNG); with `reduce_zero_label`, in uint8 arithmetic:
 //!   0 and 255 become 255 (ignored), `v` becomes `v - 1`;
 //! - pixels whose GT is `ignore_index` (255) are dropped; histograms over `0..K` of the

@@ -70,7 +70,7 @@ fn check_case(dir: &std::path::Path, dt: &str, iou: IouType, seed: u64) {
     );
 }
 
-/// The generated data holds the cases the contract names (so the comparison covers them).
+/// The generated data holds the cases pycocotools treats specially (so the comparison covers them).
 fn check_coverage(dir: &std::path::Path) {
     let read = |f: &str| -> Value {
         serde_json::from_slice(&std::fs::read(dir.join(f)).unwrap()).unwrap()

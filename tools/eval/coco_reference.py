@@ -10,7 +10,7 @@ Used by `eval/tests/coco_parity.rs` (never by the library itself):
         {"stats": [12 floats], "summary": "<the text summarize() printed>",
          "precision_shape": [...], "per_class": {cat_id: AP or null}}
 
-The generated data covers what the contract (shared/reference/coco_eval_semantics.md) calls
+The generated data covers what pycocotools treats specially
 out: crowd regions, polygon / uncompressed-RLE / compressed-RLE GT masks, images without
 annotations, categories without GT, more than 100 detections in an image, tied scores, boxes
 partly outside the image, GT areas exactly at 32^2 and 96^2, and sometimes a GT annotation with

@@ -84,3 +84,17 @@ pub fn rss_mib() -> (f64, f64) {
     };
     (field("VmRSS:"), field("VmHWM:"))
 }
+
+/// How many runs a whole-model benchmark times, and how it prints.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TimingArgs {
+    /// Timed runs per case.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Untimed warm-up runs.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Print one JSON line per case.
+    #[arg(long)]
+    pub json: bool,
+}

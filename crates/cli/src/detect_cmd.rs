@@ -251,15 +251,8 @@ pub struct BenchDetectArgs {
     /// The image (the whole test path runs on it: resize to 1333x800, network, post-processing).
     #[arg(long, default_value = "assets/images/chelsea.png")]
     image: PathBuf,
-    /// Timed runs per model.
-    #[arg(long, default_value_t = 3)]
-    runs: usize,
-    /// Untimed warm-up runs.
-    #[arg(long, default_value_t = 1)]
-    warmup: usize,
-    /// Print one JSON line per model.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    timing: crate::bench_util::TimingArgs,
 }
 
 /// Random weights for a detector: initialised through a `VarMap`, then detached (no backprop
@@ -318,18 +311,18 @@ pub fn bench_detect(a: BenchDetectArgs) -> Result<()> {
         let (base, _) = crate::bench_util::rss_mib();
         let mut n = 0;
         let t = crate::bench_util::time_runs(
-            a.warmup,
-            a.runs,
+            a.timing.warmup,
+            a.timing.runs,
             || Ok(n = det.detect(&img)?.len()),
             || {},
         )?;
         let (median, min) = (t.median_ms, t.min_ms);
         let (_, peak) = crate::bench_util::rss_mib();
-        if a.json {
+        if a.timing.json {
             println!(
                 "{}",
                 serde_json::json!({"impl": "pvt-rs (candle)", "model": name, "image": a.image.display().to_string(),
-                    "runs": a.runs, "median_ms": median, "min_ms": min, "detections": n,
+                    "runs": a.timing.runs, "median_ms": median, "min_ms": min, "detections": n,
                     "peak_rss_mib": peak, "rss_before_mib": base})
             );
         } else {

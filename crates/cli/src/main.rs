@@ -1,8 +1,10 @@
 //! `pvt`: the command-line front end of the workspace.
 //!
-//! Subcommands: `classify` (ImageNet top-k), `features` (the dense pyramid to safetensors),
-//! `info` and `convert` (checkpoint inspection and renaming), `bench` (backbone timing),
-//! `eval` (COCO AP and ADE20K mIoU on result files), `synth` (the synthetic shapes dataset).
+//! Subcommands (see `Cmd` below): `demo`; backbones: `classify`, `features`, `info`, `convert`,
+//! `bench`; detectors: `detect`, `infer`, `merge-results`, `bench-detect`; segmenters:
+//! `segment`, `infer-seg`, `bench-segment`; evaluation: `eval coco`, `eval ade20k`; training:
+//! `synth`, `train`, `bench-train`. Every command parses its arguments, calls the library
+//! crates and prints; none decides anything about models, checkpoints or metrics.
 
 mod backbone_cmd;
 mod bench_train_cmd;

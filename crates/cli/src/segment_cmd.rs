@@ -231,15 +231,8 @@ pub struct BenchSegmentArgs {
     /// Image sizes HxW of a synthetic photo-like input (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "512x512,512x683")]
     size: Vec<String>,
-    /// Timed runs per case.
-    #[arg(long, default_value_t = 3)]
-    runs: usize,
-    /// Untimed warm-up runs.
-    #[arg(long, default_value_t = 1)]
-    warmup: usize,
-    /// Print one JSON line per case.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    timing: crate::bench_util::TimingArgs,
 }
 
 /// Random weights (VarMap init, detached); BatchNorm scales and variances at 1 so folding
@@ -281,17 +274,17 @@ pub fn bench_segment(a: BenchSegmentArgs) -> Result<()> {
             });
             let (base, _) = crate::bench_util::rss_mib();
             let t = crate::bench_util::time_runs(
-                a.warmup,
-                a.runs,
+                a.timing.warmup,
+                a.timing.runs,
                 || model.segment_with(&img, &test).map(|_| ()),
                 || {},
             )?;
             let (median, min) = (t.median_ms, t.min_ms);
             let (_, peak) = crate::bench_util::rss_mib();
-            if a.json {
+            if a.timing.json {
                 println!(
                     "{}",
-                    serde_json::json!({"impl": "pvt-rs (candle)", "model": name, "size": [h, w], "runs": a.runs,
+                    serde_json::json!({"impl": "pvt-rs (candle)", "model": name, "size": [h, w], "runs": a.timing.runs,
                         "median_ms": median, "min_ms": min, "peak_rss_mib": peak, "rss_before_mib": base})
                 );
             } else {

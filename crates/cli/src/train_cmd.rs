@@ -10,10 +10,11 @@ use pvt_train::data::{split_paths, CocoDetDataset};
 use pvt_train::driver::{IterLog, Outcome, ValLog};
 use pvt_train::mask_rcnn_loop::{train_mask_rcnn, MaskRcnnRunConfig, MaskValData};
 use pvt_train::optim::AdamWConfig;
+use pvt_train::run_dir::{files, TrainOptions};
 use pvt_train::segmentation::{
     dataset_class_names, train_segmenter, SegDataset, SegTrainConfig, SegTrainSettings,
 };
-use pvt_train::trainer::{files, train, TrainConfig, TrainOptions, TrainSettings, ValData};
+use pvt_train::trainer::{train, TrainConfig, TrainSettings, ValData};
 use pvt_zoo::{Architecture, MaskRcnnConfig, ModelConfig, RetinaNetConfig, SemanticFpnConfig};
 use serde::de::DeserializeOwned;
 
@@ -167,17 +168,40 @@ fn wants_val(a: &TrainArgs, present: bool) -> bool {
     !a.no_val && present
 }
 
-fn run_retinanet(a: &TrainArgs, mc: &ModelConfig, mut model: RetinaNetConfig) -> Result<()> {
-    let data = CocoDetDataset::from_dir(&a.data, &a.train_split, true)?;
-    if a.model.is_some() {
-        model.num_classes = data.num_classes();
+/// What the detectors' training configs (RetinaNet, Mask R-CNN) share: classes and settings.
+trait DetectorRun: DeserializeOwned {
+    fn classes_and_settings(&mut self) -> (&mut usize, &mut TrainSettings);
+}
+
+impl DetectorRun for TrainConfig {
+    fn classes_and_settings(&mut self) -> (&mut usize, &mut TrainSettings) {
+        (&mut self.model.num_classes, &mut self.train)
     }
-    let mut cfg = train_config(mc, || TrainConfig {
-        model,
-        train: TrainSettings::mmdet_1x(),
-    })?;
-    check_classes(a, cfg.model.num_classes, data.num_classes())?;
-    let t = &mut cfg.train;
+}
+
+impl DetectorRun for MaskRcnnRunConfig {
+    fn classes_and_settings(&mut self) -> (&mut usize, &mut TrainSettings) {
+        (&mut self.model.num_classes, &mut self.train)
+    }
+}
+
+/// Trains a detector on a COCO-format dataset: `default` builds the config of a published
+/// name or plain model config (1x settings), `load_val` reads the validation split, `train`
+/// runs the family's loop.
+fn run_detector<C: DetectorRun, V, I: IterLog, W: ValLog>(
+    a: &TrainArgs,
+    mc: &ModelConfig,
+    default: impl FnOnce() -> C,
+    load_val: impl FnOnce(&Path, &str) -> Result<V>,
+    train: impl FnOnce(&C, CocoDetDataset, Option<&V>, &Path, &TrainOptions) -> Result<Outcome<I, W>>,
+) -> Result<()> {
+    let data = CocoDetDataset::from_dir(&a.data, &a.train_split, true)?;
+    let mut cfg = train_config(mc, default)?;
+    let (classes, t) = cfg.classes_and_settings();
+    if a.model.is_some() {
+        *classes = data.num_classes();
+    }
+    check_classes(a, *classes, data.num_classes())?;
     apply_overrides(
         a,
         &mut t.epochs,
@@ -186,7 +210,7 @@ fn run_retinanet(a: &TrainArgs, mc: &ModelConfig, mut model: RetinaNetConfig) ->
         &mut t.seed,
     );
     let val = if wants_val(a, split_paths(&a.data, &a.val_split).is_ok()) {
-        Some(ValData::from_dir(&a.data, &a.val_split)?)
+        Some(load_val(&a.data, &a.val_split)?)
     } else {
         None
     };
@@ -196,33 +220,20 @@ fn run_retinanet(a: &TrainArgs, mc: &ModelConfig, mut model: RetinaNetConfig) ->
     Ok(())
 }
 
-fn run_mask_rcnn(a: &TrainArgs, mc: &ModelConfig, mut model: MaskRcnnConfig) -> Result<()> {
-    let data = CocoDetDataset::from_dir(&a.data, &a.train_split, true)?;
-    if a.model.is_some() {
-        model.num_classes = data.num_classes();
-    }
-    let mut cfg = train_config(mc, || MaskRcnnRunConfig {
+fn run_retinanet(a: &TrainArgs, mc: &ModelConfig, model: RetinaNetConfig) -> Result<()> {
+    let default = || TrainConfig {
         model,
         train: TrainSettings::mmdet_1x(),
-    })?;
-    check_classes(a, cfg.model.num_classes, data.num_classes())?;
-    let t = &mut cfg.train;
-    apply_overrides(
-        a,
-        &mut t.epochs,
-        &mut t.batch_size,
-        &mut t.optimizer,
-        &mut t.seed,
-    );
-    let val = if wants_val(a, split_paths(&a.data, &a.val_split).is_ok()) {
-        Some(MaskValData::from_dir(&a.data, &a.val_split)?)
-    } else {
-        None
     };
-    let t0 = Instant::now();
-    let out = train_mask_rcnn(&cfg, data, val.as_ref(), &a.out, &options(a))?;
-    report(&out, t0, &a.out, "detect with: pvt detect");
-    Ok(())
+    run_detector(a, mc, default, ValData::from_dir, train)
+}
+
+fn run_mask_rcnn(a: &TrainArgs, mc: &ModelConfig, model: MaskRcnnConfig) -> Result<()> {
+    let default = || MaskRcnnRunConfig {
+        model,
+        train: TrainSettings::mmdet_1x(),
+    };
+    run_detector(a, mc, default, MaskValData::from_dir, train_mask_rcnn)
 }
 
 fn run_segmenter(a: &TrainArgs, mc: &ModelConfig, mut model: SemanticFpnConfig) -> Result<()> {

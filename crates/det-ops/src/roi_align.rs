@@ -7,7 +7,7 @@
 //! both Apache-2.0 (OpenMMLab; the CPU kernel is detectron2's / Caffe2's); mmdetection 2.13
 //! `mmdet/models/roi_heads/roi_extractors/single_level_roi_extractor.py`. The Mask R-CNN
 //! configuration is `RoIAlign(output_size=7 | 14, sampling_ratio=0, aligned=True)` on P2–P5
-//! (strides 4, 8, 16, 32), `finest_scale=56` (spec §4.3, traps 16).
+//! (strides 4, 8, 16, 32), `finest_scale=56`.
 //!
 //! # The computation, per RoI `[x1, y1, x2, y2]` (f32 throughout, in this order)
 //!

@@ -1,5 +1,5 @@
 //! Property tests over deterministic pseudo-random inputs (a fixed-seed SplitMix64, so every
-//! run checks the same cases), plus the hand-computed anchor table of the PVT spec §7.3.
+//! run checks the same cases), plus a hand-computed anchor table.
 
 use pvt_det_ops::boxes::area;
 use pvt_det_ops::{

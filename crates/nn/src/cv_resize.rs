@@ -362,7 +362,7 @@ mod tests {
 
     #[test]
     fn mmdet_sizes_match_mmcv() {
-        // spec §4.0, checked against mmcv: 480x640 -> 800x1067, 427x640 -> 800x1199 (HxW)
+        // checked against mmcv: 480x640 -> 800x1067, 427x640 -> 800x1199 (HxW)
         let size = |w, h, scale| {
             let (nw, nh, _) = rescale_size(w, h, scale);
             (nw, nh)
@@ -387,7 +387,7 @@ mod tests {
 
     #[test]
     fn align_resize_sizes_match_pvt_seg() {
-        // spec §4.0: a 375x500 (HxW) image becomes 683x512 then 704x512 (WxH)
+        // as mmcv computes it: a 375x500 (HxW) image becomes 683x512 then 704x512 (WxH)
         assert_eq!(
             align_resize_sizes(500, 375, PVT_ADE20K_SCALE, 32),
             ((683, 512), (704, 512))

@@ -20,7 +20,7 @@ pub struct StageConfig {
     pub depth: usize,
 }
 
-/// LayerNorm epsilons. The sources disagree (spec §1.9): the official PVT code uses PyTorch's
+/// LayerNorm epsilons. The sources disagree: the official PVT code uses PyTorch's
 /// default 1e-5 in the patch-embedding and spatial-reduction norms and 1e-6 in the blocks;
 /// mmdetection's reimplementation uses 1e-6 everywhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -295,7 +295,7 @@ mod tests {
 
     #[test]
     fn published_parameter_counts() {
-        // Totals from the official classification checkpoints' shapes (spec §7.1).
+        // Totals from the official classification checkpoints' shapes.
         let want = [13_229_288, 24_485_864, 44_208_104, 61_369_320];
         for (v, w) in PvtV1::ALL.iter().zip(want) {
             let cfg = v.config();

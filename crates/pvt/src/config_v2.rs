@@ -29,7 +29,7 @@ pub struct StageV2Config {
     pub depth: usize,
 }
 
-/// How keys and values are reduced before attention (spec §3, item 4).
+/// How keys and values are reduced before attention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KvReduction {

@@ -1,7 +1,7 @@
 //! The checkpoint dialects of PVT v1 backbones and the conversions between them.
 //!
 //! The model is built from the **official** key names (whai362/PVT: `patch_embed{i}`,
-//! `pos_embed{i}`, `block{i}.{j}`). mmdetection's reimplementation (spec §2.b) names the same
+//! `pos_embed{i}`, `block{i}.{j}`). mmdetection's reimplementation names the same
 //! tensors `layers.{s}.{0|1}...` with the position table in slot 0 of each stage (so blocks are
 //! shifted by one), a fused attention `in_proj` (= `[q; kv]`) and 1×1-conv MLP weights; its
 //! stage-4 table has no cls row. Detector and segmentor checkpoints prefix the backbone with

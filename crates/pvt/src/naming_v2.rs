@@ -1,7 +1,7 @@
 //! The checkpoint dialects of PVT v2 backbones and the renamings between them (each to and from
 //! the official names).
 //!
-//! The model is built from the **official** whai362/PVT v2 names (spec §3):
+//! The model is built from the **official** whai362/PVT v2 names:
 //! `patch_embed{i}.{proj,norm}`, `block{i}.{j}.{norm1, attn.q, attn.kv, attn.proj, attn.sr,
 //! attn.norm, norm2, mlp.fc1, mlp.dwconv.dwconv, mlp.fc2}`, `norm{i}`, `head`.
 //! Two other namings hold the same tensors:

@@ -3,7 +3,7 @@
 //! (github.com/whai362/PVT, branch v2, `classification/pvt_v2.py` and `detection/pvt_v2.py`,
 //! Apache-2.0); timm's `pvt_v2.py` computes the same function.
 //!
-//! Differences from v1 (spec §3): overlapping patch embeddings (conv k7/s4/p3, then k3/s2/p1,
+//! Differences from v1: overlapping patch embeddings (conv k7/s4/p3, then k3/s2/p1,
 //! output `ceil(H / stride)`), no position embeddings and no cls token, a convolutional FFN
 //! (fc1 → depth-wise 3×3 conv on the token map → GELU → fc2; ReLU after fc1 in the linear
 //! variant), a LayerNorm `norm{i}` after every stage (the dense outputs are taken after it), and

@@ -1,7 +1,7 @@
 //! The training loop every model family shares: resume or initialise, seeded batches, loss,
 //! backward, clipping, AdamW, atomic checkpoints, epoch snapshots, validation, the log and the
-//! loss curve. A family ([`crate::trainer`] for RetinaNet, [`crate::segmentation`],
-//! [`crate::mask_rcnn_loop`]) supplies its batches, loss, schedule and validation as a [`Task`].
+//! loss curve. A family (RetinaNet, Mask R-CNN and Semantic FPN in this crate, or one of a
+//! user's) supplies its batches, loss, schedule and validation as a [`Task`].
 //!
 //! # Run directory
 //!
@@ -30,10 +30,9 @@ use candle::Tensor;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::optim::{clip_grad_norm, collect_grads, global_norm, AdamW, AdamWConfig};
+use crate::optim::{clip_grad_norm, collect_grads, global_norm, scalar, AdamW, AdamWConfig};
 use crate::params::Params;
-use crate::retinanet::scalar;
-use crate::trainer::{
+use crate::run_dir::{
     files, load_state, model_tensors, progress_bar, read_history, save_state, save_tensors,
     write_json, TrainOptions,
 };
@@ -89,8 +88,10 @@ pub struct Outcome<I, V> {
     pub history: Log<I, V>,
 }
 
-/// A model family's part of the loop.
-pub(crate) trait Task {
+/// A model family's part of the loop: its batches, loss, learning-rate schedule and validation.
+/// Implement it (with [`crate::params::Params`] holding the family's variables) to train a
+/// family this crate does not know, and run it with [`run`].
+pub trait Task {
     /// The per-iteration record.
     type Iter: IterLog + Serialize + DeserializeOwned + Clone;
     /// The per-validation record.
@@ -126,18 +127,22 @@ pub(crate) trait Task {
     fn validate(&self, params: &Params, epoch_done: usize, step: u64) -> Result<Option<Self::Val>>;
 }
 
-/// The settings of the loop itself.
-pub(crate) struct LoopSpec<'a> {
+/// The settings of the loop itself, the same for every family.
+pub struct LoopSettings<'a> {
+    /// Epochs.
     pub epochs: usize,
+    /// Save a resume point every this many iterations (and at every epoch end).
     pub checkpoint_every: usize,
     /// Validate every this many epochs (0: never; the last epoch always otherwise).
     pub val_every: usize,
+    /// Clip the gradients' global L2 norm to this.
     pub grad_clip: Option<f64>,
+    /// The optimiser.
     pub optimizer: AdamWConfig,
     /// The backbone, for `TrainOptions::init`.
     pub backbone: &'a pvt_zoo::BackboneConfig,
-    /// The model family, for the loss curve's title and the first line of a run.
-    pub family: pvt_zoo::Family,
+    /// The model, for the loss curve's title and the first line of a run (`RetinaNet-PVT`).
+    pub model: String,
     /// Classes the model predicts.
     pub classes: usize,
     /// Training images.
@@ -146,9 +151,9 @@ pub(crate) struct LoopSpec<'a> {
     pub val_images: Option<usize>,
 }
 
-impl LoopSpec<'_> {
+impl LoopSettings<'_> {
     fn title(&self) -> String {
-        format!("{} training, {} classes", self.family, self.classes)
+        format!("{} training, {} classes", self.model, self.classes)
     }
 }
 
@@ -198,11 +203,12 @@ pub fn apply_gradients(
     Ok(grad_norm)
 }
 
-/// Runs (or resumes) the loop of `task` over `params` in `run` (claimed by the caller).
-pub(crate) fn run<T: Task>(
+/// Runs (or resumes) the loop of `task` over `params` in `run` (claimed by the caller with
+/// [`crate::run_dir::claim_run_dir`]).
+pub fn run<T: Task>(
     task: &T,
     mut params: Params,
-    spec: LoopSpec<'_>,
+    spec: LoopSettings<'_>,
     run: &Path,
     opts: &TrainOptions,
 ) -> Result<Outcome<T::Iter, T::Val>> {
@@ -233,7 +239,7 @@ pub(crate) fn run<T: Task>(
         let (all, trainable) = params.counts();
         eprintln!(
             "training {} ({} classes, {:.2} M parameters, {:.2} M trained) on {} images ({bpe} iterations/epoch, {} epochs){}",
-            spec.family,
+            spec.model,
             spec.classes,
             all as f64 / 1e6,
             trainable as f64 / 1e6,

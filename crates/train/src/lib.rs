@@ -1,4 +1,10 @@
-//! Training and fine-tuning of the PVT detectors and segmenters in Rust (RetinaNet, Semantic FPN).
+//! Training and fine-tuning of the PVT detectors and segmenters in Rust (RetinaNet, Mask R-CNN,
+//! Semantic FPN).
+//!
+//! The engine ([`driver`], [`run_dir`], [`optim`], [`params`], [`plot`]) is the same for every
+//! family: a [`driver::Task`] gives the batches, the loss of a batch and the validation, the
+//! driver runs the loop (resume, checkpoints, validation, log). This crate knows the families
+//! through `pvt-zoo`; it knows nothing of the command line.
 //!
 //! - [`assign`]: mmdetection's `MaxIoUAssigner`, anchor valid flags and the RetinaNet targets.
 //! - [`data`]: COCO-format detection datasets, the training pipeline (scale jitter, flip), padded
@@ -14,7 +20,8 @@
 //! - [`retinanet`]: the RetinaNet loss over a batch (targets, focal loss, L1).
 //! - [`segmentation`]: Semantic FPN training: ADE20K-style folders, mmseg's pipeline (resize,
 //!   crop, flip, pad), the pixel cross entropy with ignore index 255, the loop with mIoU.
-//! - [`trainer`]: the training loop, run directory, checkpoints and resume, validation AP.
+//! - [`run_dir`]: the run directory (config, weights, resume point, log), run-time options.
+//! - [`trainer`]: RetinaNet training: its settings, task and box-AP validation.
 //! - [`plot`]: the loss curve PNG.
 //!
 //! Gradients: the network is built over [`params::Params`] at every step; the layers that
@@ -34,5 +41,6 @@ pub mod optim;
 pub mod params;
 pub mod plot;
 pub mod retinanet;
+pub mod run_dir;
 pub mod segmentation;
 pub mod trainer;

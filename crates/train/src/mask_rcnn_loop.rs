@@ -15,11 +15,12 @@ use pvt_zoo::{Family, ImageDetector, MaskRcnnConfig, MaskRcnnDetector, MaskRcnnP
 use serde::{Deserialize, Serialize};
 
 use crate::data::{split_paths, CocoDetDataset};
-use crate::driver::{self, IterLog, Log, LoopSpec, Outcome, Task, ValLog};
+use crate::driver::{self, IterLog, Log, LoopSettings, Outcome, Task, ValLog};
 use crate::mask_rcnn::{MaskLoader, MaskRcnnCriterion, MaskRcnnTrainConfig};
+use crate::optim::scalar;
 use crate::params::Params;
-use crate::retinanet::scalar;
-use crate::trainer::{claim_run_dir, model_tensors, TrainOptions, TrainSettings};
+use crate::run_dir::{claim_run_dir, model_tensors, TrainOptions};
+use crate::trainer::TrainSettings;
 
 /// A Mask R-CNN training configuration: the detector's fields at the top level (so that the file
 /// is also a config for `pvt detect --config`) and the settings under `train` (the RetinaNet
@@ -298,14 +299,14 @@ pub fn train_mask_rcnn(
         val,
         device,
     };
-    let spec = LoopSpec {
+    let spec = LoopSettings {
         epochs: s.epochs,
         checkpoint_every: s.checkpoint_every,
         val_every: s.val_every,
         grad_clip: s.grad_clip,
         optimizer: s.optimizer,
         backbone: &cfg.model.backbone,
-        family: Family::MaskRcnn,
+        model: Family::MaskRcnn.display_name().into(),
         classes: cfg.model.num_classes,
         images: task.loader.dataset.len(),
         val_images: val.map(|v| v.dataset.len()),

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{ensure, Result};
-use candle::{backprop::GradStore, Tensor};
+use candle::{backprop::GradStore, DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::params::Params;
@@ -264,6 +264,11 @@ pub fn global_norm(grads: &BTreeMap<String, Tensor>) -> Result<f64> {
             .to_scalar::<f64>()?;
     }
     Ok(s.sqrt())
+}
+
+/// A scalar tensor's value as f64.
+pub fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
 
 #[cfg(test)]

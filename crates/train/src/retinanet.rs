@@ -3,7 +3,7 @@
 //! deltas, both averaged by the number of positives (at least one per image).
 
 use anyhow::{ensure, Result};
-use candle::{DType, Tensor};
+use candle::Tensor;
 use pvt_det_ops::{AnchorConfig, AnchorGenerator, DeltaXywhCoder};
 use pvt_retinanet::DenseOutputs;
 use pvt_types::ImageSize;
@@ -139,9 +139,4 @@ impl RetinaCriterion {
             num_pos,
         })
     }
-}
-
-/// A scalar tensor's value as f64.
-pub fn scalar(t: &Tensor) -> Result<f64> {
-    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }

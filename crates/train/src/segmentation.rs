@@ -40,10 +40,10 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{epoch_order, keyed_rng, uniform};
-use crate::driver::{self, IterLog, Log, LoopSpec, Outcome, Task, ValLog};
+use crate::driver::{self, IterLog, Log, LoopSettings, Outcome, Task, ValLog};
 use crate::optim::{AdamWConfig, PolySchedule};
 use crate::params::Params;
-use crate::trainer::{claim_run_dir, model_tensors, TrainOptions};
+use crate::run_dir::{claim_run_dir, model_tensors, TrainOptions};
 
 /// The label that is not scored.
 pub const IGNORE: u8 = 255;
@@ -740,14 +740,14 @@ pub fn train_segmenter(
         val,
         device,
     };
-    let spec = LoopSpec {
+    let spec = LoopSettings {
         epochs: s.epochs,
         checkpoint_every: s.checkpoint_every,
         val_every: s.val_every,
         grad_clip: s.grad_clip,
         optimizer: s.optimizer,
         backbone: &cfg.model.backbone,
-        family: Family::SemanticFpn,
+        model: Family::SemanticFpn.display_name().into(),
         classes: cfg.model.num_classes,
         images: task.loader.dataset.len(),
         val_images: val.map(|v| v.len()),

@@ -12,8 +12,9 @@ mod common;
 use candle::{DType, Device, Tensor};
 use pvt_nn::Backbone;
 use pvt_train::data::Batch;
+use pvt_train::optim::scalar;
 use pvt_train::params::Params;
-use pvt_train::retinanet::{scalar, RetinaCriterion};
+use pvt_train::retinanet::RetinaCriterion;
 use pvt_types::ImageSize;
 use pvt_zoo::{RetinaNetConfig, RetinaNetPvt};
 

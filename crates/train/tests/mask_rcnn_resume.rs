@@ -9,7 +9,7 @@ use std::path::Path;
 use candle::Device;
 use pvt_train::data::{Augment, CocoDetDataset};
 use pvt_train::mask_rcnn_loop::{train_mask_rcnn, MaskRcnnRunConfig, MaskValData};
-use pvt_train::trainer::{files, TrainOptions};
+use pvt_train::run_dir::{files, TrainOptions};
 use pvt_zoo::{MaskRcnnConfig, MaskRcnnPvt};
 
 fn config() -> MaskRcnnRunConfig {

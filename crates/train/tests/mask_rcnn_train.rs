@@ -11,9 +11,9 @@ use std::time::Instant;
 use candle::{DType, Device, Tensor};
 use pvt_train::data::{Augment, Batch, CocoDetDataset};
 use pvt_train::mask_rcnn::{MaskBatch, MaskLoader, MaskRcnnCriterion, MaskRcnnTrainConfig};
+use pvt_train::optim::scalar;
 use pvt_train::optim::{clip_grad_norm, collect_grads, AdamW, AdamWConfig};
 use pvt_train::params::Params;
-use pvt_train::retinanet::scalar;
 use pvt_types::{BitMask, ImageSize};
 use pvt_zoo::{MaskRcnnConfig, MaskRcnnPvt};
 

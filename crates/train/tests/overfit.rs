@@ -5,7 +5,8 @@ mod common;
 use std::time::Instant;
 
 use pvt_train::data::{Augment, CocoDetDataset};
-use pvt_train::trainer::{train, TrainOptions};
+use pvt_train::run_dir::TrainOptions;
+use pvt_train::trainer::train;
 
 #[test]
 fn overfits_a_handful_of_images() {

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use pvt_train::data::{Augment, CocoDetDataset};
-use pvt_train::trainer::{files, train, TrainConfig, TrainOptions, ValData};
+use pvt_train::run_dir::{files, TrainOptions};
+use pvt_train::trainer::{train, TrainConfig, ValData};
 
 const CHILD_ENV: &str = "PVT_TRAIN_TEST_CHILD_RUN";
 

@@ -7,12 +7,12 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use candle::{DType, Device, Tensor};
+use pvt_train::optim::scalar;
 use pvt_train::params::Params;
-use pvt_train::retinanet::scalar;
+use pvt_train::run_dir::{files, TrainOptions};
 use pvt_train::segmentation::{
     seg_cross_entropy, train_segmenter, SegAugment, SegDataset, SegTrainConfig, SegTrainSettings,
 };
-use pvt_train::trainer::{files, TrainOptions};
 use pvt_zoo::semantic_fpn::{SemanticFpnConfig, SemanticFpnPvt};
 
 fn mini_model(num_classes: usize) -> SemanticFpnConfig {

@@ -1,4 +1,4 @@
-//! mmdetection's COCO test pipeline for one image (PVT detection configs, spec §4.0):
+//! mmdetection's COCO test pipeline for one image (PVT detection configs):
 //! `Resize(1333x800, keep_ratio)` with OpenCV-exact bilinear on uint8, RGB, normalise with the
 //! ImageNet mean/std on 0..255, zero-pad bottom/right to a multiple of 32.
 

@@ -1,6 +1,6 @@
 //! Mask R-CNN with a PVT backbone: the official PVT detection configs
 //! `mask_rcnn_pvt_{t,s,m,l}_fpn_1x_coco` (PVT v1) and `mask_rcnn_pvt_v2_b{0..5}_fpn_1x_coco`
-//! (PVT v2 branch), on mmdetection 2.13's `mask_rcnn_r50_fpn.py` (spec §4.3):
+//! (PVT v2 branch), on mmdetection 2.13's `mask_rcnn_r50_fpn.py`:
 //! PVT → FPN (P2–P5, P6 by subsampling P5) → RPN → RoIAlign → box head → mask head.
 
 use anyhow::{Context, Result};

@@ -1,4 +1,5 @@
-//! RetinaNet with a PVT v1 backbone (PVT detection configs `retinanet_pvt_{t,s,m,l}_fpn_1x_coco`).
+//! RetinaNet with a PVT v1 or v2 backbone (PVT detection configs
+//! `retinanet_pvt_{t,s,m,l}_fpn_1x_coco`, mmdetection's `retinanet_pvtv2-b{0..5}_fpn_1x_coco`).
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,6 @@
-//! Semantic FPN with a PVT v1 backbone, as the official PVT segmentation configs build it
+//! Semantic FPN with a PVT backbone (v1 in the published models), as the official PVT segmentation configs build it
 //! (`segmentation/configs/sem_fpn/PVT/fpn_pvt_{t,s,m,l}_ade20k_40k.py` over mmseg 0.13's
-//! `_base_/models/fpn_r50.py`, spec §4.4), and their ADE20K test pipeline (spec §4.0):
+//! `_base_/models/fpn_r50.py`), and their ADE20K test pipeline:
 //!
 //! 1. PVT-seg `AlignResize(img_scale=(2048, 512), keep_ratio=True, size_divisor=32)`: mmcv
 //!    `imrescale` (OpenCV-exact bilinear on 8-bit pixels) then a second bilinear stretch to the

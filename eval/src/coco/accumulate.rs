@@ -1,5 +1,5 @@
 //! Precision/recall tables and the 12 summary numbers, as pycocotools' `accumulate` and
-//! `summarize` form them (contract items 20-26).
+//! `summarize` form them.
 //!
 //! Normally the tables come from hotcoco's `accumulate()`. When the ground truth has an
 //! annotation with id 0, hotcoco matches it where pycocotools cannot (item 11), so this module

@@ -20,7 +20,7 @@ use std::sync::Arc;
 pub struct CocoGt {
     pub(crate) coco: Arc<COCO>,
     pub(crate) source: String,
-    /// Whether an annotation has id 0, which pycocotools can never match (contract item 11).
+    /// Whether an annotation has id 0, which pycocotools can never match.
     pub(crate) has_zero_ann_id: bool,
     warnings: Vec<String>,
 }

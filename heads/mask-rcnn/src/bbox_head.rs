@@ -1,4 +1,4 @@
-//! The box head of Mask R-CNN (mmdetection 2.13 `Shared2FCBBoxHead`, spec §4.3) and its
+//! The box head of Mask R-CNN (mmdetection 2.13 `Shared2FCBBoxHead`) and its
 //! test-time post-processing (`BBoxHead.get_bboxes`).
 //!
 //! Forward, for `N` RoI features `[N, C, 7, 7]`: flatten channel-major (`c·49 + y·7 + x`) →

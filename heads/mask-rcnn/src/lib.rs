@@ -1,5 +1,5 @@
 //! Mask R-CNN (He et al., ICCV 2017) as mmdetection 2.13 builds it for the PVT configs
-//! (`_base_/models/mask_rcnn_r50_fpn.py`, spec §4.3).
+//! (`_base_/models/mask_rcnn_r50_fpn.py`).
 //!
 //! - [`rpn`]: the region proposal network head ([`RpnHead`]: `rpn_conv` 3×3 + ReLU, then
 //!   `rpn_cls` 1×1 → A sigmoid logits and `rpn_reg` 1×1 → A·4 deltas, shared over levels) and

@@ -1,4 +1,4 @@
-//! The mask head of Mask R-CNN (mmdetection 2.13 `FCNMaskHead`, spec §4.3).
+//! The mask head of Mask R-CNN (mmdetection 2.13 `FCNMaskHead`).
 //!
 //! For `N` RoI features `[N, C, 14, 14]`: `num_convs` × [3×3 conv (pad 1, bias) + ReLU]
 //! (`convs.{i}.conv`) → `upsample`, a 2×2 stride-2 transposed convolution (weight

@@ -1,5 +1,5 @@
 //! The RoI head at test time (mmdetection 2.13 `StandardRoIHead.simple_test` with
-//! `rescale=True`, spec §4.3), for one image:
+//! `rescale=True`), for one image:
 //!
 //! 1. box RoI features: `SingleRoIExtractor` over P2–P5 (finest scale 56), aligned RoIAlign
 //!    7×7 with adaptive sampling (`pvt_det_ops::multi_level_roi_align`);

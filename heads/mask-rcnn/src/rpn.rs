@@ -1,4 +1,4 @@
-//! The RPN head and its test-time proposals (mmdetection 2.13 `RPNHead`, spec §4.3).
+//! The RPN head and its test-time proposals (mmdetection 2.13 `RPNHead`).
 //!
 //! Proposals follow `RPNHead._get_bboxes` of mmdetection 2.13.0
 //! (`mmdet/models/dense_heads/rpn_head.py`, Apache-2.0, OpenMMLab), for one image:

@@ -1,5 +1,5 @@
 //! RetinaNet test-time post-processing as the published PVT numbers were produced
-//! (mmdetection ≤ 2.17 `AnchorHead._get_bboxes`, spec §4.2):
+//! (mmdetection ≤ 2.17 `AnchorHead._get_bboxes`):
 //!
 //! 1. per level: sigmoid scores `[H·W·A, K]`, deltas `[H·W·A, 4]`, anchors in `(y, x, a)` order;
 //!    when there are more than `nms_pre` anchors keep the `nms_pre` with the highest **max class

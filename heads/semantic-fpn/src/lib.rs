@@ -1,7 +1,7 @@
 //! The Semantic FPN decode head (Kirillov et al., "Panoptic Feature Pyramid Networks", CVPR
 //! 2019) exactly as mmsegmentation's `FPNHead` (`mmseg/models/decode_heads/fpn_head.py`, the same
 //! in 0.13 and 1.x) computes it at inference for the PVT segmentation configs
-//! (`fpn_pvt_{t,s,m,l}_ade20k_40k`, spec §4.4):
+//! (`fpn_pvt_{t,s,m,l}_ade20k_40k`):
 //!
 //! - one scale head per input level `i`, `max(1, log2(stride_i / stride_0))` units of
 //!   conv3×3 (padding 1, **no bias**) + BatchNorm (running statistics, eps 1e-5) + ReLU, each

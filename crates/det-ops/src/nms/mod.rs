@@ -39,7 +39,7 @@ use rank::desc_cmp;
 pub enum Suppress {
     /// `inter / union > thr`: mmcv's CPU kernel from 1.3.12 on.
     IouAbove,
-    /// `inter / union >= thr`: mmcv's CPU kernel up to 1.3.11 (what the PVT spec §4.2 quotes
+    /// `inter / union >= thr`: mmcv's CPU kernel up to 1.3.11 (what the published PVT results used
     /// as "the CPU rule"); a pair at exactly the threshold is suppressed.
     IouAtLeast,
     /// `inter > thr · union`: mmcv's CUDA kernel (`devIoU`), every version. Intersections are

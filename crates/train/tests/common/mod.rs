@@ -51,7 +51,7 @@ pub fn mini_config() -> TrainConfig {
 /// The weights a run saved (`RUN/model.safetensors`), sorted by name, as f32 values: runs that
 /// ended equal compare equal.
 pub fn run_weights(run: &Path) -> Vec<(String, Vec<f32>)> {
-    let path = run.join(pvt_train::trainer::files::MODEL);
+    let path = run.join(pvt_train::run_dir::files::MODEL);
     let t = candle::safetensors::load(path, &candle::Device::Cpu).unwrap();
     let mut v: Vec<(String, Vec<f32>)> = t
         .into_iter()
