@@ -25,6 +25,7 @@ pub mod checkpoint;
 pub mod conv;
 pub mod cv_resize;
 pub mod dwconv;
+mod elem;
 pub mod image;
 pub mod ops;
 pub mod pyramid;

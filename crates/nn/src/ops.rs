@@ -4,6 +4,8 @@ use anyhow::{ensure, Result};
 use candle::{CpuStorage, CustomOp1, Layout, Module, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::elem::{contiguous_slice, tracks, Real};
+
 // ----------------------------------------------------------------------------------------------
 // GELU (exact erf form)
 
@@ -207,43 +209,6 @@ impl Module for GeluErfModule {
 // switch to kernels with a backward pass as soon as an input or a parameter is a training
 // variable or depends on one.
 
-/// Element types of the CPU kernels below (computed in f64 internally).
-pub(crate) trait Real:
-    Copy + Send + Sync + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self>
-{
-    fn to_f64(self) -> f64;
-    fn from_f64(v: f64) -> Self;
-}
-
-impl Real for f32 {
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
-}
-
-impl Real for f64 {
-    fn to_f64(self) -> f64 {
-        self
-    }
-    fn from_f64(v: f64) -> Self {
-        v
-    }
-}
-
-pub(crate) fn contiguous_slice<'a, T>(
-    v: &'a [T],
-    layout: &Layout,
-    what: &str,
-) -> candle::Result<&'a [T]> {
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| candle::Error::Msg(format!("{what}: input must be contiguous")))?;
-    Ok(&v[start..end])
-}
-
 /// Mean and `1/sqrt(var + eps)` of one row (biased variance, as PyTorch's LayerNorm).
 fn row_stats<T: Real>(row: &[T], eps: f64) -> (f64, f64) {
     let n = row.len() as f64;
@@ -380,11 +345,6 @@ impl candle::CustomOp2 for NormalizeBwd {
         };
         Ok((out, l1.shape().clone()))
     }
-}
-
-/// Whether anything about `t` is recorded for a backward pass.
-fn tracks(t: &Tensor) -> bool {
-    t.track_op()
 }
 
 /// A LayerNorm over the last dimension with weight and bias (PyTorch's `nn.LayerNorm`).
