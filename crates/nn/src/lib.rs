@@ -10,6 +10,7 @@
 //! - [`ops`]: numerics that must match PyTorch and be fast: exact-erf GELU, LayerNorm, softmax
 //!   and nearest upsampling with backward passes, bilinear resize matrices with
 //!   `align_corners=False`, patch convolutions written as matmuls.
+//! - [`loss`]: sigmoid focal loss, L1 and smooth L1 sums, as mmdetection computes them.
 //! - [`channel`]: per-channel bias and scale (and a `Linear` on them) whose training backward
 //!   sums gradients with a fast contiguous kernel instead of candle's strided reduction.
 //! - [`dwconv`]: depth-wise 3×3 convolution on channels-last maps (PVT v2's convolutional FFN).
@@ -28,6 +29,7 @@ pub mod cv_resize;
 pub mod dwconv;
 mod elem;
 pub mod image;
+pub mod loss;
 pub mod ops;
 pub mod pyramid;
 
