@@ -12,7 +12,8 @@
 //! `−1 … H` range, clamping, weights in f32); the forward sums `w1·v1 + w2·v2 + w3·v3 + w4·v4`
 //! per sample in bin order and divides by `max(count, 1)`, so the f32 forward is bit-identical
 //! to the inference path (tested below on RoIs at every level, across the borders and outside
-//! the map).
+//! the map). Both paths run one copy of that code (geometry, sample positions, taps and bin
+//! sums), so a change to it reaches the forward, the plan and its adjoint alike.
 //!
 //! Backward, for output gradient `g[n, c, ph, pw]` of a RoI on level `l` of image `b`:
 //! `grad_l[b, c, pos_k] += w_k · g / count` for every sample's four taps `(pos_k, w_k)` —
@@ -22,26 +23,12 @@
 //! the layout of the FPN tensors, so a candle op can hand its storage over without copies.
 
 use crate::roi::map_roi_levels;
+use crate::roi_align::tap::{bin_mean, for_each_tap, roi_geom, Tap, TooManySamples};
 use crate::roi_align::MAX_SAMPLES_PER_BIN;
-use anyhow::{ensure, Result};
+use anyhow::{anyhow, ensure, Result};
 use rayon::prelude::*;
-use std::ops::{Add, AddAssign, Div, Mul};
 
-/// The float types a [`RoiAlignPlan`] runs on (f32 and f64).
-pub trait RoiFloat:
-    Copy
-    + Default
-    + Send
-    + Sync
-    + Add<Output = Self>
-    + Mul<Output = Self>
-    + Div<Output = Self>
-    + AddAssign
-    + From<f32>
-{
-}
-impl RoiFloat for f32 {}
-impl RoiFloat for f64 {}
+pub use crate::roi_align::tap::RoiFloat;
 
 /// Shape of one feature level: `[batch, channels, height, width]` and its stride.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,13 +52,6 @@ impl LevelShape {
     }
 }
 
-/// One bilinear sample: four positions in a `[H, W]` plane and their weights.
-#[derive(Debug, Clone, Copy, Default)]
-struct Tap {
-    pos: [u32; 4],
-    w: [f32; 4],
-}
-
 /// A planned RoI: its level, image and the first of its `out²·per_bin` taps.
 #[derive(Debug, Clone, Copy)]
 struct PlannedRoi {
@@ -88,59 +68,9 @@ pub struct RoiAlignPlan {
     levels: Vec<LevelShape>,
     out: usize,
     rois: Vec<PlannedRoi>,
-    taps: Vec<Tap>,
-}
-
-/// mmcv's `bilinear_interpolate` pre-calculation for one sample (see
-/// [`crate::roi_align`](mod@crate::roi_align)).
-fn tap(height: usize, width: usize, y: f32, x: f32) -> Tap {
-    if !(y >= -1.0 && y <= height as f32 && x >= -1.0 && x <= width as f32) {
-        return Tap::default();
-    }
-    let mut y = if y <= 0.0 { 0.0 } else { y };
-    let mut x = if x <= 0.0 { 0.0 } else { x };
-    let mut y_low = y as usize;
-    let mut x_low = x as usize;
-    let y_high;
-    let x_high;
-    if y_low >= height - 1 {
-        y_low = height - 1;
-        y_high = y_low;
-        y = y_low as f32;
-    } else {
-        y_high = y_low + 1;
-    }
-    if x_low >= width - 1 {
-        x_low = width - 1;
-        x_high = x_low;
-        x = x_low as f32;
-    } else {
-        x_high = x_low + 1;
-    }
-    let ly = y - y_low as f32;
-    let lx = x - x_low as f32;
-    let hy = 1.0 - ly;
-    let hx = 1.0 - lx;
-    let p = |yy: usize, xx: usize| (yy * width + xx) as u32;
-    Tap {
-        pos: [
-            p(y_low, x_low),
-            p(y_low, x_high),
-            p(y_high, x_low),
-            p(y_high, x_high),
-        ],
-        w: [hy * hx, hy * lx, ly * hx, ly * lx],
-    }
-}
-
-/// `(int) ceilf(v)` as the C++ kernels compute it on x86 (NaN and overflow: `i32::MIN`).
-fn ceil_to_int(v: f32) -> i64 {
-    let c = v.ceil();
-    if c.is_nan() || !(-2147483648.0..2147483648.0).contains(&c) {
-        i64::from(i32::MIN)
-    } else {
-        c as i64
-    }
+    /// Every sample's taps (the shared ones of [`crate::roi_align`](mod@crate::roi_align)),
+    /// positions stored as `u32` (the levels' `H·W` are checked to fit).
+    taps: Vec<Tap<u32>>,
 }
 
 impl RoiAlignPlan {
@@ -197,51 +127,25 @@ impl RoiAlignPlan {
             );
         }
         let lvls = map_roi_levels(rois, finest_scale, levels.len());
-        let out_f = out as f32;
         let mut planned = Vec::with_capacity(rois.len());
         let mut taps = Vec::new();
         for (i, (&roi, &level)) in rois.iter().zip(&lvls).enumerate() {
             let l = levels[level];
             let scale = (1.0f64 / l.stride as f64) as f32;
-            let start_w = roi[0] * scale - 0.5;
-            let start_h = roi[1] * scale - 0.5;
-            let roi_w = (roi[2] * scale - 0.5) - start_w;
-            let roi_h = (roi[3] * scale - 0.5) - start_h;
-            let bin_h = roi_h / out_f;
-            let bin_w = roi_w / out_f;
-            let gh = ceil_to_int(roi_h / out_f);
-            let gw = ceil_to_int(roi_w / out_f);
-            let (grid_h, grid_w) = if gh <= 0 || gw <= 0 {
-                (0, 0)
-            } else {
-                ensure!(
-                    gh.saturating_mul(gw) <= MAX_SAMPLES_PER_BIN,
+            let g = roi_geom(roi, scale, out, true, 0).map_err(|TooManySamples { gh, gw }| {
+                anyhow!(
                     "RoIAlign: RoI {i} {roi:?} at scale {scale} needs {gh}x{gw} samples per bin \
                      (more than {MAX_SAMPLES_PER_BIN})"
-                );
-                (gh as usize, gw as usize)
-            };
+                )
+            })?;
             let first_tap = taps.len();
-            for ph in 0..out {
-                for pw in 0..out {
-                    for iy in 0..grid_h {
-                        let y =
-                            start_h + ph as f32 * bin_h + (iy as f32 + 0.5) * bin_h / grid_h as f32;
-                        for ix in 0..grid_w {
-                            let x = start_w
-                                + pw as f32 * bin_w
-                                + (ix as f32 + 0.5) * bin_w / grid_w as f32;
-                            taps.push(tap(l.height, l.width, y, x));
-                        }
-                    }
-                }
-            }
+            for_each_tap(&g, out, (l.height, l.width), |t| taps.push(t.to_u32()));
             planned.push(PlannedRoi {
                 level,
                 image: images[i],
                 first_tap,
-                per_bin: grid_h * grid_w,
-                count: (grid_h * grid_w).max(1) as f32,
+                per_bin: g.per_bin(),
+                count: g.count,
             });
         }
         Ok(Self {
@@ -316,15 +220,7 @@ impl RoiAlignPlan {
                     let plane = &maps[r.level][off..off + hw];
                     for (bin, v) in d[ch * bins..(ch + 1) * bins].iter_mut().enumerate() {
                         let start = r.first_tap + bin * r.per_bin;
-                        let mut acc = T::default();
-                        for t in &self.taps[start..start + r.per_bin] {
-                            let p = t.pos;
-                            acc += T::from(t.w[0]) * plane[p[0] as usize]
-                                + T::from(t.w[1]) * plane[p[1] as usize]
-                                + T::from(t.w[2]) * plane[p[2] as usize]
-                                + T::from(t.w[3]) * plane[p[3] as usize];
-                        }
-                        *v = acc / count;
+                        *v = bin_mean(&self.taps[start..start + r.per_bin], plane, count);
                     }
                 }
             });

@@ -48,7 +48,7 @@ impl Geom {
     }
 }
 
-use crate::ops::{contiguous_slice as slice, Real as Elem};
+use crate::elem::{contiguous_slice as slice, Real as Elem};
 
 fn check_vec(g: Geom, l: &Layout, what: &str) -> candle::Result<()> {
     if l.shape().elem_count() != g.c {

@@ -7,8 +7,10 @@
 //!   `state_dict` / `model` wrapper, `.safetensors`) into f32 tensors, with clear errors for
 //!   legacy or unknown containers; and [`checkpoint::StrictLoader`], a `VarBuilder` backend that
 //!   records every missing, unexpected or wrong-shaped tensor and reports them all at once.
-//! - [`ops`]: numerics that must match PyTorch and be fast: exact-erf GELU, bilinear resize
-//!   matrices with `align_corners=False`, patch convolutions written as matmuls.
+//! - [`ops`]: numerics that must match PyTorch and be fast: exact-erf GELU, LayerNorm, softmax
+//!   and nearest upsampling with backward passes, bilinear resize matrices with
+//!   `align_corners=False`, patch convolutions written as matmuls.
+//! - [`loss`]: sigmoid focal loss, L1 and smooth L1 sums, as mmdetection computes them.
 //! - [`channel`]: per-channel bias and scale (and a `Linear` on them) whose training backward
 //!   sums gradients with a fast contiguous kernel instead of candle's strided reduction.
 //! - [`dwconv`]: depth-wise 3×3 convolution on channels-last maps (PVT v2's convolutional FFN).
@@ -25,7 +27,9 @@ pub mod checkpoint;
 pub mod conv;
 pub mod cv_resize;
 pub mod dwconv;
+mod elem;
 pub mod image;
+pub mod loss;
 pub mod ops;
 pub mod pyramid;
 

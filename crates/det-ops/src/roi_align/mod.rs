@@ -66,134 +66,35 @@
 //! about 4096·`out` feature cells per side) is rejected with an error rather than looping for
 //! hours; so is a zero output size, an empty feature map and a slice whose length does not match
 //! its shape.
+//!
+//! The sampling itself (geometry, sample positions, taps, bin sums) is in one place, `tap`,
+//! shared with the training plan and its adjoint in [`crate::roi_align_grad`].
+
+pub(crate) mod tap;
 
 use crate::roi::map_roi_levels;
-use anyhow::{ensure, Result};
+use anyhow::{anyhow, ensure, Result};
 use rayon::prelude::*;
+use tap::{bin_mean, for_each_tap, roi_geom, RoiGeom, Tap, TooManySamples};
 
-/// Upper bound on `grid_h · grid_w` (samples per output bin) this module accepts.
-pub const MAX_SAMPLES_PER_BIN: i64 = 1 << 24;
+pub use tap::MAX_SAMPLES_PER_BIN;
 
-/// One precomputed bilinear sample: four flat positions and their weights (mmcv's `PreCalc`).
-#[derive(Clone, Copy, Default)]
-struct Tap {
-    pos: [usize; 4],
-    w: [f32; 4],
-}
-
-/// mmcv's `pre_calc_for_bilinear_interpolate` for one sample position.
-fn tap(height: usize, width: usize, y: f32, x: f32) -> Tap {
-    // Written as !(in range) so that NaN takes the empty branch (torchvision's rule).
-    if !(y >= -1.0 && y <= height as f32 && x >= -1.0 && x <= width as f32) {
-        return Tap::default();
-    }
-    let mut y = if y <= 0.0 { 0.0 } else { y };
-    let mut x = if x <= 0.0 { 0.0 } else { x };
-    // 0 <= y <= height, so the truncation fits.
-    let mut y_low = y as usize;
-    let mut x_low = x as usize;
-    let y_high;
-    let x_high;
-    if y_low >= height - 1 {
-        y_low = height - 1;
-        y_high = y_low;
-        y = y_low as f32;
-    } else {
-        y_high = y_low + 1;
-    }
-    if x_low >= width - 1 {
-        x_low = width - 1;
-        x_high = x_low;
-        x = x_low as f32;
-    } else {
-        x_high = x_low + 1;
-    }
-    let ly = y - y_low as f32;
-    let lx = x - x_low as f32;
-    // `1. - ly` is a double subtraction in C++; for ly in [0, 1) it rounds to the same float.
-    let hy = 1.0 - ly;
-    let hx = 1.0 - lx;
-    Tap {
-        pos: [
-            y_low * width + x_low,
-            y_low * width + x_high,
-            y_high * width + x_low,
-            y_high * width + x_high,
-        ],
-        w: [hy * hx, hy * lx, ly * hx, ly * lx],
-    }
-}
-
-/// `(int) ceilf(v)` as the C++ kernels compute it on x86: NaN and out-of-range give `i32::MIN`.
-fn ceil_to_int(v: f32) -> i64 {
-    let c = v.ceil();
-    if c.is_nan() || !(-2147483648.0..2147483648.0).contains(&c) {
-        i64::from(i32::MIN)
-    } else {
-        c as i64
-    }
-}
-
-/// The per-RoI geometry: start, bin size and sample grid per axis.
-struct RoiGeom {
-    start_h: f32,
-    start_w: f32,
-    bin_h: f32,
-    bin_w: f32,
-    /// Samples per bin and axis; 0 when the kernels' loop would not run.
-    grid_h: usize,
-    grid_w: usize,
-    /// `max(grid_h·grid_w, 1)` as the kernels' float `count`.
-    count: f32,
-}
-
-fn roi_geom(
+/// [`roi_geom`] with the error of the inference entry points.
+fn geom(
     roi: [f32; 4],
     spatial_scale: f32,
     out: usize,
     aligned: bool,
     sampling_ratio: usize,
 ) -> Result<RoiGeom> {
-    let offset = if aligned { 0.5f32 } else { 0.0 };
-    let start_w = roi[0] * spatial_scale - offset;
-    let start_h = roi[1] * spatial_scale - offset;
-    let end_w = roi[2] * spatial_scale - offset;
-    let end_h = roi[3] * spatial_scale - offset;
-    let mut roi_w = end_w - start_w;
-    let mut roi_h = end_h - start_h;
-    if !aligned {
-        // C++ `std::max(a, b)` is `a < b ? b : a`: a NaN width stays NaN.
-        roi_w = if roi_w < 1.0 { 1.0 } else { roi_w };
-        roi_h = if roi_h < 1.0 { 1.0 } else { roi_h };
-    }
-    let out_f = out as f32;
-    let bin_h = roi_h / out_f;
-    let bin_w = roi_w / out_f;
-    let (gh, gw) = if sampling_ratio > 0 {
-        (sampling_ratio as i64, sampling_ratio as i64)
-    } else {
-        (ceil_to_int(roi_h / out_f), ceil_to_int(roi_w / out_f))
-    };
-    let (grid_h, grid_w) = if gh <= 0 || gw <= 0 {
-        (0, 0)
-    } else {
-        ensure!(
-            gh.saturating_mul(gw) <= MAX_SAMPLES_PER_BIN,
-            "RoIAlign: RoI {roi:?} at scale {spatial_scale} needs {gh}x{gw} samples per bin \
-             (more than {MAX_SAMPLES_PER_BIN})"
-        );
-        (gh as usize, gw as usize)
-    };
-    let count = (grid_h * grid_w).max(1) as f32;
-    Ok(RoiGeom {
-        start_h,
-        start_w,
-        bin_h,
-        bin_w,
-        grid_h,
-        grid_w,
-        count,
-    })
+    roi_geom(roi, spatial_scale, out, aligned, sampling_ratio).map_err(
+        |TooManySamples { gh, gw }| {
+            anyhow!(
+                "RoIAlign: RoI {roi:?} at scale {spatial_scale} needs {gh}x{gw} samples per bin \
+                 (more than {MAX_SAMPLES_PER_BIN})"
+            )
+        },
+    )
 }
 
 /// RoIAlign of one RoI into `dst` (`[C, out, out]`), mmcv's CPU loop structure.
@@ -206,33 +107,13 @@ fn align_one(
     dst: &mut [f32],
 ) {
     taps.clear();
-    for ph in 0..out {
-        for pw in 0..out {
-            for iy in 0..g.grid_h {
-                let y =
-                    g.start_h + ph as f32 * g.bin_h + (iy as f32 + 0.5) * g.bin_h / g.grid_h as f32;
-                for ix in 0..g.grid_w {
-                    let x = g.start_w
-                        + pw as f32 * g.bin_w
-                        + (ix as f32 + 0.5) * g.bin_w / g.grid_w as f32;
-                    taps.push(tap(h, w, y, x));
-                }
-            }
-        }
-    }
-    let per_bin = g.grid_h * g.grid_w;
+    for_each_tap(g, out, (h, w), |t| taps.push(t));
+    let per_bin = g.per_bin();
     for ch in 0..c {
         let plane = &feat[ch * h * w..(ch + 1) * h * w];
         let dst_c = &mut dst[ch * out * out..(ch + 1) * out * out];
         for (bin, d) in dst_c.iter_mut().enumerate() {
-            let mut acc = 0.0f32;
-            for t in &taps[bin * per_bin..(bin + 1) * per_bin] {
-                acc += t.w[0] * plane[t.pos[0]]
-                    + t.w[1] * plane[t.pos[1]]
-                    + t.w[2] * plane[t.pos[2]]
-                    + t.w[3] * plane[t.pos[3]];
-            }
-            *d = acc / g.count;
+            *d = bin_mean(&taps[bin * per_bin..(bin + 1) * per_bin], plane, g.count);
         }
     }
 }
@@ -282,7 +163,7 @@ pub fn roi_align(
     check_feat(feat, shape, "the feature map")?;
     let geoms = rois
         .iter()
-        .map(|&r| roi_geom(r, spatial_scale, out, aligned, sampling_ratio))
+        .map(|&r| geom(r, spatial_scale, out, aligned, sampling_ratio))
         .collect::<Result<Vec<_>>>()?;
     let per_roi = shape.0 * out * out;
     let mut dst = vec![0.0f32; rois.len() * per_roi];
@@ -336,7 +217,7 @@ pub fn multi_level_roi_align(
     let geoms = rois
         .iter()
         .zip(&lvls)
-        .map(|(&r, &l)| roi_geom(r, scales[l], out, true, 0))
+        .map(|(&r, &l)| geom(r, scales[l], out, true, 0))
         .collect::<Result<Vec<_>>>()?;
     let per_roi = c * out * out;
     let mut dst = vec![0.0f32; rois.len() * per_roi];
