@@ -5,6 +5,16 @@ use candle::{Device, Tensor};
 /// Largest |autograd − central difference| over every element of `x`, relative to
 /// max(1, |gradient|), for the scalar `f(x)` (f64).
 pub(crate) fn fd_error(x: &[f64], shape: &[usize], f: impl Fn(&Tensor) -> Tensor) -> f64 {
+    fd_error_step(x, shape, 1e-5, f)
+}
+
+/// [`fd_error`] with the finite-difference step `h`.
+pub(crate) fn fd_error_step(
+    x: &[f64],
+    shape: &[usize],
+    h: f64,
+    f: impl Fn(&Tensor) -> Tensor,
+) -> f64 {
     let dev = Device::Cpu;
     let v = candle::Var::from_vec(x.to_vec(), shape, &dev).unwrap();
     let y = f(v.as_tensor());
@@ -16,7 +26,6 @@ pub(crate) fn fd_error(x: &[f64], shape: &[usize], f: impl Fn(&Tensor) -> Tensor
         .unwrap()
         .to_vec1::<f64>()
         .unwrap();
-    let h = 1e-5;
     let mut worst = 0f64;
     for i in 0..x.len() {
         let eval = |d: f64| {

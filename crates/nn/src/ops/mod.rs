@@ -15,7 +15,7 @@
 
 mod gelu;
 #[cfg(test)]
-mod grad_check;
+pub(crate) mod grad_check;
 mod interp;
 mod layer_norm;
 mod patch_conv;
